@@ -1,0 +1,24 @@
+# eosflow: the figures of Wang & Roberts (arXiv 2412.17613) from raw data to PDF.
+# Entry point only: configuration, validation, the rule files in data-flow order, rule all.
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+report: "workflow/report/workflow.rst"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/hessian.smk"
+include: "workflow/rules/figures.smk"
+
+
+rule all:
+    input:
+        all_targets(),
+    default_target: True

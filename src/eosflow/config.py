@@ -1,0 +1,138 @@
+"""Configuration: schema validation with defaults, cross-key checks, and errors that name the key.
+
+Used by the workflow (``workflow/rules/common.smk``) before any job starts, and by the tests.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import yaml
+
+SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+MODEL_KEYS = {
+    "mlp": {"arch", "widths", "activation"},
+    "cnn": {"arch", "channels", "activation"},
+    "vgg": {"arch", "blocks", "base_width", "batch_norm", "activation"},
+}
+
+
+class ConfigError(ValueError):
+    """A configuration problem; the message names the key, what is wrong and how to fix it."""
+
+
+def load_schema(path: str | Path | None = None) -> dict:
+    return yaml.safe_load(Path(path or SCHEMA_PATH).read_text())
+
+
+def _key(path) -> str:
+    out = ""
+    for p in path:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out or "<top level>"
+
+
+def _subschema(schema: dict, root: dict) -> dict:
+    while "$ref" in schema:
+        node = root
+        for part in schema["$ref"].lstrip("#/").split("/"):
+            node = node[part]
+        schema = {**node, **{k: v for k, v in schema.items() if k != "$ref"}}
+    return schema
+
+
+def _fill_defaults(instance, schema: dict, root: dict):
+    """Insert ``default:`` values of the schema where keys are absent (recursively)."""
+    schema = _subschema(schema, root)
+    if not isinstance(instance, dict):
+        return
+    for name, sub in schema.get("properties", {}).items():
+        sub_r = _subschema(sub, root)
+        if name not in instance and "default" in sub_r:
+            instance[name] = copy.deepcopy(sub_r["default"])
+        if name in instance:
+            _fill_defaults(instance[name], sub_r, root)
+    extra = schema.get("additionalProperties")
+    if isinstance(extra, dict):
+        for name, value in instance.items():
+            if name not in schema.get("properties", {}):
+                _fill_defaults(value, extra, root)
+
+
+def _message(err, root: dict) -> str:
+    key = _key(err.absolute_path)
+    sub = _subschema(err.schema, root) if isinstance(err.schema, dict) else {}
+    if err.validator == "additionalProperties":
+        allowed = sorted(sub.get("properties", {}))
+        bad = sorted(set(err.instance) - set(allowed))
+        return (f"config key {key}: unknown key(s) {bad}; allowed keys: {allowed}. "
+                "Check the spelling against config/config.yaml.")
+    if err.validator == "enum":
+        return f"config key {key}: {err.instance!r} is not allowed; allowed values: {err.validator_value}"
+    if err.validator in ("exclusiveMinimum", "minimum"):
+        what = "> " if err.validator == "exclusiveMinimum" else ">= "
+        return f"config key {key}: {err.instance!r} must be {what}{err.validator_value}"
+    if err.validator == "minItems":
+        return f"config key {key}: needs at least {err.validator_value} item(s), got {len(err.instance)} (an empty grid?)"
+    if err.validator == "type":
+        return f"config key {key}: {err.instance!r} has the wrong type; expected {err.validator_value}"
+    if err.validator == "required":
+        return f"config key {key}: {err.message}"
+    return f"config key {key}: {err.message}"
+
+
+def validate_config(config: dict, schema: dict | None = None) -> dict:
+    """Return a validated copy of ``config`` with defaults filled in; raise :class:`ConfigError`.
+
+    Checks the JSON schema (unknown keys, types, ranges, allowed values) and what a schema
+    cannot say: figure grids naming settings that exist, model keys that fit the architecture.
+    """
+    import jsonschema
+
+    schema = schema or load_schema()
+    cfg = copy.deepcopy(dict(config))
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(cfg), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
+    if errors:
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(_message(e, schema) for e in errors[:10]))
+    _fill_defaults(cfg, schema, schema)
+    problems = []
+    for name, s in cfg["settings"].items():
+        arch = s["model"]["arch"]
+        extra = sorted(set(s["model"]) - MODEL_KEYS[arch])
+        if extra:
+            problems.append(f"config key settings.{name}.model: {extra} do not apply to arch {arch!r}; "
+                            f"allowed keys: {sorted(MODEL_KEYS[arch])}")
+    for fig in ("fig5",):
+        for i, sname in enumerate(cfg.get(fig, {}).get("settings", [])):
+            if sname not in cfg["settings"]:
+                problems.append(f"config key {fig}.settings[{i}]: unknown setting {sname!r}; "
+                                f"defined settings: {sorted(cfg['settings'])}")
+    if "fig5" in cfg and "lrs" not in cfg["fig5"]:
+        problems.append("config key fig5.lrs: missing; give a list of positive learning rates")
+    if problems:
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
+    return cfg
+
+
+def load_config(path: str | Path) -> dict:
+    """Read a YAML file and validate it; malformed YAML gives an error naming the file and line."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of config keys at the top level")
+    return validate_config(raw)
+
+
+def lr_tag(lr) -> str:
+    """The canonical string of a learning rate in paths and wildcards: ``f"{float(lr):g}"``."""
+    return f"{float(lr):g}"
+
+
+def config_json(cfg: dict) -> str:
+    return json.dumps(cfg, sort_keys=True, default=str)

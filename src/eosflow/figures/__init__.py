@@ -1,0 +1,1 @@
+"""One module per figure; :mod:`eosflow.figures.common` holds the shared plotting and claims helpers."""

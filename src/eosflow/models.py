@@ -1,0 +1,111 @@
+"""Network architectures: MLP, a small CNN, a small VGG (optional BatchNorm).
+
+Every model maps a batch ``x`` of shape ``(n, C, H, W)`` to logits ``(n, n_classes)``. The
+two-parameter diagonal linear network of the paper's figure 1 has closed forms and lives in
+:mod:`eosflow.dln`.
+
+BatchNorm: the layers are built with ``track_running_stats=False``, so a BN net always
+normalises with the statistics of the batch it is given. The training loss, its gradient and
+its Hessian are then all defined over the same fixed chunks of the training set ("ghost batch"
+normalisation with the configured ``chunk_size``), and no running buffer is mutated inside
+``torch.func`` transforms.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+ACTIVATIONS = {
+    "tanh": nn.Tanh,
+    "relu": nn.ReLU,
+    "gelu": nn.GELU,
+    "elu": nn.ELU,
+    "softplus": nn.Softplus,
+    "silu": nn.SiLU,
+}
+ARCHITECTURES = ("mlp", "cnn", "vgg")
+
+
+def _act(name: str) -> nn.Module:
+    try:
+        return ACTIVATIONS[name]()
+    except KeyError:
+        raise ValueError(f"unknown activation {name!r}; allowed: {sorted(ACTIVATIONS)}") from None
+
+
+class MLP(nn.Sequential):
+    """Flatten, then ``Linear -> activation`` for each hidden width, then a linear read-out."""
+
+    def __init__(self, input_shape, n_classes: int, widths=(200, 200), activation: str = "tanh", bias: bool = True):
+        layers: list[nn.Module] = [nn.Flatten()]
+        d = math.prod(input_shape)
+        for w in widths:
+            layers += [nn.Linear(d, w, bias=bias), _act(activation)]
+            d = w
+        layers.append(nn.Linear(d, n_classes, bias=bias))
+        super().__init__(*layers)
+
+
+class SmallCNN(nn.Sequential):
+    """``[Conv3x3 -> activation -> MaxPool2]`` per channel count, then a linear read-out."""
+
+    def __init__(self, input_shape, n_classes: int, channels=(16, 32), activation: str = "relu"):
+        c, h, w = input_shape
+        layers: list[nn.Module] = []
+        for ch in channels:
+            layers += [nn.Conv2d(c, ch, 3, padding=1), _act(activation), nn.MaxPool2d(2)]
+            c, h, w = ch, h // 2, w // 2
+        layers += [nn.Flatten(), nn.Linear(c * h * w, n_classes)]
+        super().__init__(*layers)
+
+
+class SmallVGG(nn.Sequential):
+    """VGG-style: ``blocks`` blocks of two 3x3 convolutions (width ``base_width * 2**i``), each
+    followed by optional BatchNorm and the activation, then MaxPool2; global average pooling and a
+    linear read-out."""
+
+    def __init__(self, input_shape, n_classes: int, blocks: int = 3, base_width: int = 8,
+                 batch_norm: bool = True, activation: str = "relu"):
+        c = input_shape[0]
+        layers: list[nn.Module] = []
+        for i in range(blocks):
+            ch = base_width * 2**i
+            for _ in range(2):
+                layers.append(nn.Conv2d(c, ch, 3, padding=1, bias=not batch_norm))
+                if batch_norm:
+                    layers.append(nn.BatchNorm2d(ch, track_running_stats=False))
+                layers.append(_act(activation))
+                c = ch
+            layers.append(nn.MaxPool2d(2))
+        layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c, n_classes)]
+        super().__init__(*layers)
+
+
+def build_model(spec: dict, input_shape, n_classes: int, seed: int) -> nn.Module:
+    """Build the architecture ``spec["arch"]`` with PyTorch's default initialisation under ``seed``.
+
+    ``spec`` is a setting's ``model`` block of the config (see ``config/config.yaml``).
+    """
+    spec = dict(spec)
+    arch = spec.pop("arch")
+    gen_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        if arch == "mlp":
+            model = MLP(input_shape, n_classes, **spec)
+        elif arch == "cnn":
+            model = SmallCNN(input_shape, n_classes, **spec)
+        elif arch == "vgg":
+            model = SmallVGG(input_shape, n_classes, **spec)
+        else:
+            raise ValueError(f"unknown model.arch {arch!r}; allowed: {list(ARCHITECTURES)}")
+    finally:
+        torch.random.set_rng_state(gen_state)
+    return model
+
+
+def has_batch_norm(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())

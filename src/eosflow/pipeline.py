@@ -1,0 +1,148 @@
+"""The work behind each Snakemake rule, as plain functions (the scripts only unpack paths).
+
+``run_train``: one GD run (dataset, model, loss, η, seed, schedule) → metrics NetCDF and
+parameter snapshots. ``run_hessian``: top-k eigenpairs of each snapshot → the run cube.
+``summarize_runs``: one row per run cube, for the figures.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+import xarray as xr
+from tqdm.auto import tqdm
+
+from .cubes import build_cube, metrics_dataset, open_cube, spectra_dataset, write_netcdf
+from .data import load_prepared
+from .device import resolve_device
+from .hessian import SpectrumTracker, top_eigenpairs
+from .io import save_torch
+from .models import build_model
+from .objective import Objective
+from .training import TrainConfig, train
+
+log = logging.getLogger(__name__)
+
+
+def run_record(cfg: dict, setting: str, lr: float, seed: int, schedule: dict | None) -> dict:
+    """What a run depends on, stored as the cube's ``config`` attribute (JSON)."""
+    return {"setting": setting, **cfg["settings"][setting], "lr": float(lr), "seed": int(seed),
+            "schedule": schedule or {"kind": "constant"}, "train": cfg["train"], "hessian": cfg["hessian"],
+            "device": cfg["device"]}
+
+
+def _objective(cfg, setting, data, device, dtype, seed, n=None, chunk_size=None):
+    s = cfg["settings"][setting]
+    x, y = data["x_train"], data["y_train"]
+    if n is not None:
+        x, y = x[:n], y[:n]
+    model = build_model(s["model"], tuple(x.shape[1:]), int(data["n_classes"]), seed).to(device, dtype)
+    return Objective(model, x.to(device, dtype), y.to(device), s["loss"], chunk_size or s["chunk_size"])
+
+
+def run_train(cfg: dict, setting: str, lr: float, seed: int, data_path, out_metrics, out_snapshots,
+              checkpoint=None, schedule: dict | None = None, progress=True) -> str:
+    """Train one run; returns its status. Resumes from ``checkpoint`` if present; removes it at the end."""
+    device = resolve_device(cfg["device"])
+    dtype = getattr(torch, cfg["train"]["dtype"])
+    data = load_prepared(data_path)
+    obj = _objective(cfg, setting, data, device, dtype, seed)
+    tc = cfg["train"]
+    tcfg = TrainConfig(lr=float(lr), acc_goal=tc["acc_goal"], max_epochs=tc["max_epochs"],
+                       diverge_loss=tc["diverge_loss"], eval_every=tc["eval_every"],
+                       snapshot_every=tc["snapshot_every"], checkpoint_every=tc["checkpoint_every"],
+                       sharpness_every=tc["sharpness_every"], schedule=schedule)
+    sharpness_fn = None
+    if tc["sharpness_every"]:
+        tracker = SpectrumTracker(k=1, tol=cfg["hessian"]["tol"], max_iter=cfg["hessian"]["max_iter"])
+        sharpness_fn = lambda th: float(tracker.measure(obj, th).eigvals[0])  # noqa: E731
+    log.info("run %s lr=%g seed=%d on %s: %d parameters, %d training examples", setting, lr, seed, device,
+             obj.dim, obj.n)
+    test = (data["x_test"].to(device, dtype), data["y_test"].to(device))
+    result = train(obj, obj.flatten(), tcfg, test=test, checkpoint=checkpoint, sharpness_fn=sharpness_fn,
+                   progress=progress, desc=f"{setting} lr={lr:g} seed={seed}")
+    ds = metrics_dataset(result, lr, seed, run_record(cfg, setting, lr, seed, schedule),
+                         extra_attrs={"setting": setting, "n_parameters": obj.dim})
+    save_torch({"steps": torch.as_tensor(result.snapshot_steps), "theta": result.snapshots.cpu(),
+                "status": result.status}, out_snapshots)
+    write_netcdf(ds, out_metrics)
+    if checkpoint is not None:
+        Path(checkpoint).unlink(missing_ok=True)
+    return result.status
+
+
+def run_hessian(cfg: dict, setting: str, data_path, metrics_path, snapshots_path, out_cube, progress=True) -> None:
+    """Top-k Hessian eigenpairs at every snapshot of a run, joined with its metrics into the cube."""
+    metrics = xr.load_dataset(metrics_path, engine="netcdf4")
+    seed = int(metrics["seed"])
+    hc = cfg["hessian"]
+    device = resolve_device(cfg["device"])
+    dtype = getattr(torch, cfg["train"]["dtype"])
+    data = load_prepared(data_path)
+    obj = _objective(cfg, setting, data, device, dtype, seed, n=hc["n_samples"], chunk_size=hc["chunk_size"])
+    snaps = torch.load(snapshots_path, map_location=device, weights_only=True)
+    steps, thetas = snaps["steps"].tolist(), snaps["theta"]
+    k = min(hc["k"], obj.dim)
+    tracker = SpectrumTracker(k=k, tol=hc["tol"], max_iter=hc["max_iter"])
+    eigvals, residuals, iters, vecs = [], [], [], []
+    file = progress if progress not in (True, False) else None
+    for step, theta in tqdm(list(zip(steps, thetas)), desc=f"hessian {setting}", disable=progress is False,
+                            file=file, mininterval=15.0 if file else 1.0):
+        res = tracker.measure(obj, theta.to(dtype))
+        eigvals.append(res.eigvals.double().cpu().numpy())
+        residuals.append(res.residuals.double().cpu().numpy())
+        iters.append(res.iterations)
+        if hc["store_eigvecs"]:
+            vecs.append(res.eigvecs.float().cpu().numpy())
+        log.info("step %d: eigvals %s, residuals %s, %d iterations", step,
+                 np.array2string(eigvals[-1], precision=4), np.array2string(residuals[-1], precision=1), iters[-1])
+    spectra = spectra_dataset(steps, np.array(eigvals).reshape(len(steps), k), np.array(residuals).reshape(len(steps), k),
+                              iters, eigvecs=np.array(vecs) if vecs else None, vsteps=steps if vecs else None)
+    cube = build_cube(metrics, spectra)
+    record = json.loads(metrics.attrs["config"])
+    record["hessian"] = hc
+    cube.attrs["config"] = json.dumps(record, sort_keys=True, default=str)
+    write_netcdf(cube, out_cube)
+
+
+def _last_finite(values) -> float:
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v)]
+    return float(v[-1]) if v.size else math.nan
+
+
+def run_summary(cube: xr.Dataset) -> dict:
+    """The numbers a sweep figure needs from one run cube."""
+    sharp = cube["sharpness"].values if "sharpness" in cube else np.array([])
+    return {
+        "lr": float(cube["lr"]), "seed": int(cube["seed"]), "status": cube.attrs["status"],
+        "final_test_acc": _last_finite(cube["test_acc"].values),
+        "final_train_acc": _last_finite(cube["train_acc"].values),
+        "final_train_loss": _last_finite(cube["train_loss"].values),
+        "sharpness_init": float(sharp[0]) if sharp.size and int(cube["hstep"][0]) == 0 else math.nan,
+        "sharpness_final": _last_finite(sharp),
+        "n_steps": int(cube["step"].values[-1]),
+    }
+
+
+def summarize_runs(paths_by_setting: dict[str, list]) -> xr.Dataset:
+    """One row (dim ``run``) per cube: setting, η, seed, status, accuracies, sharpness, η_eos."""
+    rows = []
+    for setting, paths in paths_by_setting.items():
+        for p in paths:
+            row = run_summary(open_cube(p))
+            row["setting"] = setting
+            rows.append(row)
+    ds = xr.Dataset({k: ("run", np.array([r[k] for r in rows])) for k in rows[0] if k not in ("lr", "seed", "setting")},
+                    coords={"lr": ("run", [r["lr"] for r in rows]), "seed": ("run", [r["seed"] for r in rows]),
+                            "setting": ("run", [r["setting"] for r in rows])})
+    # η_eos per setting and seed from S(θ₀) (identical across η for a seed: same initialisation)
+    ds["eta_eos"] = 2.0 / ds["sharpness_init"]
+    ds["eta_eos"].attrs.update(long_name="stability limit 2 / S(theta_0)", units="1")
+    ds.attrs.update(Conventions="CF-1.12", description="one row per run cube of the sweep")
+    return ds

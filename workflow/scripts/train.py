@@ -1,0 +1,10 @@
+"""Rule train: one full-batch GD run -> metrics NetCDF + parameter snapshots (resumable)."""
+from eosflow.logs import rule_logging
+from eosflow.pipeline import run_train
+
+sm = snakemake  # noqa: F821
+with rule_logging(sm.log[0], sm.threads) as progress:
+    w = sm.wildcards
+    run_train(sm.params.cfg, w.setting, float(w.lr), int(w.seed), sm.input.data, sm.output.metrics,
+              sm.output.snapshots, checkpoint=sm.params.checkpoint, schedule=sm.params.schedule,
+              progress=progress)
