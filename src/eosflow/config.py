@@ -110,8 +110,6 @@ def validate_config(config: dict, schema: dict | None = None) -> dict:
             if sname not in cfg["settings"]:
                 problems.append(f"config key {fig}.settings[{i}]: unknown setting {sname!r}; "
                                 f"defined settings: {sorted(cfg['settings'])}")
-    if "fig5" in cfg and "lrs" not in cfg["fig5"]:
-        problems.append("config key fig5.lrs: missing; give a list of positive learning rates")
     if problems:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
     return cfg

@@ -1,0 +1,66 @@
+"""Bad configurations give an error naming the key and the allowed values."""
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from eosflow.config import ConfigError, load_config, lr_tag, validate_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture()
+def cfg():
+    return yaml.safe_load((ROOT / "config/config.yaml").read_text())
+
+
+def test_default_and_paper_configs_are_valid():
+    for name in ("config.yaml", "paper.yaml"):
+        c = load_config(ROOT / "config" / name)
+        assert c["train"]["acc_goal"] == pytest.approx(0.999)
+        assert c["fig5"]["lrs"]
+
+
+def test_defaults_are_filled(cfg):
+    del cfg["train"]
+    out = validate_config(cfg)
+    assert out["train"]["max_epochs"] == 1500 and out["hessian"]["k"] == 3
+
+
+@pytest.mark.parametrize("mutate, expected", [
+    (lambda c: c.__setitem__("bogus", 1), ["bogus", "allowed keys", "settings"]),
+    (lambda c: c["train"].__setitem__("max_epoch", 10), ["train", "max_epoch", "max_epochs"]),
+    (lambda c: c["train"].__setitem__("max_epochs", "ten"), ["train.max_epochs", "wrong type", "integer"]),
+    (lambda c: c["fig5"].__setitem__("lrs", [0.1, -0.2]), ["fig5.lrs[1]", "must be > 0"]),
+    (lambda c: c["fig5"].__setitem__("lrs", [0.0]), ["fig5.lrs[0]", "must be > 0"]),
+    (lambda c: c["fig5"].__setitem__("lrs", []), ["fig5.lrs", "at least 1"]),
+    (lambda c: c["fig5"].__setitem__("seeds", []), ["fig5.seeds", "at least 1"]),
+    (lambda c: c["settings"]["fmnist_mlp"].__setitem__("dataset", "mnist"),
+     ["settings.fmnist_mlp.dataset", "'mnist'", "fashion-mnist", "cifar10"]),
+    (lambda c: c["settings"]["fmnist_mlp"]["model"].__setitem__("arch", "resnet"),
+     ["settings.fmnist_mlp.model.arch", "mlp", "cnn", "vgg"]),
+    (lambda c: c["settings"]["fmnist_mlp"].__setitem__("loss", "hinge"), ["settings.fmnist_mlp.loss", "ce", "mse"]),
+    (lambda c: c.__setitem__("device", "tpu"), ["device", "auto", "cpu", "cuda"]),
+    (lambda c: c["fig5"].__setitem__("settings", ["nope"]), ["fig5.settings[0]", "nope", "fmnist_mlp"]),
+    (lambda c: c["settings"]["fmnist_mlp"]["model"].__setitem__("blocks", 3), ["settings.fmnist_mlp.model", "blocks", "widths"]),
+])
+def test_bad_config_names_key(cfg, mutate, expected):
+    bad = copy.deepcopy(cfg)
+    mutate(bad)
+    with pytest.raises(ConfigError) as e:
+        validate_config(bad)
+    for word in expected:
+        assert word in str(e.value), (word, str(e.value))
+
+
+def test_malformed_yaml_names_file(tmp_path):
+    p = tmp_path / "broken.yaml"
+    p.write_text("settings:\n  a: [1, 2\n")
+    with pytest.raises(ConfigError, match="broken.yaml: not valid YAML"):
+        load_config(p)
+
+
+def test_lr_tag_is_canonical():
+    assert lr_tag(0.1) == lr_tag("0.1") == lr_tag(1e-1) == "0.1"
+    assert lr_tag(3.2) == "3.2" and lr_tag(1e-5) == "1e-05" and lr_tag(2) == "2"

@@ -1,0 +1,129 @@
+"""The workflow end to end: snakemake as a subprocess in a temporary copy, with a tiny config."""
+import gzip
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+CATALOG = [f"figures/fig{n}.pdf" for n in (1, 2, 3, 4, 5, 6, 7, 8, 9, 12)] + [
+    f"figures/ext/{e}.pdf" for e in ("mse_flattening", "eos", "sgd_flattening", "clipped_ada")]
+pytestmark = pytest.mark.workflow
+
+
+def _write_idx(path, a):
+    header = bytes([0, 0, 8, a.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in a.shape)
+    path.write_bytes(gzip.compress(header + a.astype(np.uint8).tobytes()))
+
+
+def fake_fashion_mnist(folder, n_train=300, n_test=200):
+    """Fashion-MNIST-shaped idx files whose classes are learnable (a bright band per class)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        y = np.arange(n) % 10
+        x = rng.integers(0, 120, (n, 28, 28))
+        for i, c in enumerate(y):
+            x[i, 2 * c + 4:2 * c + 7, :] += 120
+        _write_idx(folder / f"{prefix}-images-idx3-ubyte.gz", x)
+        _write_idx(folder / f"{prefix}-labels-idx1-ubyte.gz", y)
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("wf")
+    for name in ("Snakefile", "config", "workflow", "envs", "src", "profiles"):
+        src = ROOT / name
+        if src.is_dir():
+            shutil.copytree(src, d / name, ignore=shutil.ignore_patterns("__pycache__"))
+        elif src.exists():
+            shutil.copy(src, d / name)
+    fake_fashion_mnist(d / "fmnist")
+    cfg = yaml.safe_load((ROOT / "tests/data/tiny.yaml").read_text())
+    cfg["data"] = {"fashion_mnist_dir": str(d / "fmnist"), "download": False}
+    (d / "tiny.yaml").write_text(yaml.safe_dump(cfg))
+    return d
+
+
+def snakemake(workdir, *args, check=True, configs=("tiny.yaml",)):
+    # --configfile takes several values, so it goes last, after the targets
+    out = subprocess.run([*SNAKEMAKE, "--cores", "2", *args, "--configfile", *configs], cwd=workdir,
+                         capture_output=True, text=True, timeout=900)
+    if check and out.returncode != 0:
+        raise AssertionError(f"snakemake {args} failed:\n{out.stdout[-3000:]}\n{out.stderr[-5000:]}")
+    return out
+
+
+def test_dry_run_lists_every_catalog_target(workdir):
+    out = snakemake(workdir, "-n", *CATALOG)
+    text = out.stdout + out.stderr
+    for target in CATALOG:
+        assert target in text, target
+    for rule in ("prepare_data", "train", "hessian", "fig5_summary", "fig5", "dln_trajectories", "fig1",
+                 "pending_figure"):
+        assert rule in text, rule
+
+
+def test_rulegraph_shows_the_stages(workdir):
+    out = snakemake(workdir, "figures/fig5.pdf", "--rulegraph", "dot")
+    for rule in ("prepare_data", "train", "hessian", "fig5_summary", "fig5"):
+        assert f'label = "{rule}"' in out.stdout, rule
+
+
+def test_bad_config_fails_before_any_job(workdir):
+    (workdir / "bad.yaml").write_text("fig5:\n  lrs: [0.1, -1]\n")
+    out = snakemake(workdir, "-n", "figures/fig5.pdf", check=False, configs=("tiny.yaml", "bad.yaml"))
+    assert out.returncode != 0
+    text = out.stdout + out.stderr
+    assert "fig5.lrs[1]" in text and "must be > 0" in text
+    assert "Select jobs" not in text
+
+
+def test_pending_target_fails_with_message(workdir):
+    out = snakemake(workdir, "figures/fig2.pdf", check=False)
+    assert out.returncode != 0
+    assert "figures/fig2.pdf is not built yet" in out.stdout + out.stderr
+    assert not (workdir / "figures/fig2.pdf").exists()
+
+
+def test_tiny_run_builds_fig1_fig5_and_cubes(workdir):
+    snakemake(workdir, "figures/fig1.pdf", "figures/fig5.pdf")
+    for fig in ("fig1", "fig5"):
+        assert (workdir / f"figures/{fig}.pdf").read_bytes()[:4] == b"%PDF"
+        assert (workdir / f"figures/{fig}.png").stat().st_size > 10_000
+        claims = json.loads((workdir / f"figures/{fig}.claims.json").read_text())
+        assert claims["figure"] == fig and claims["claims"]
+        for c in claims["claims"]:
+            assert set(c) >= {"name", "statistic", "value", "threshold", "holds"}
+    cubes = sorted((workdir / "results/runs").rglob("cube.nc"))
+    assert len(cubes) == 3
+    statuses = {}
+    for p in cubes:
+        ds = xr.open_dataset(p)
+        for v in ("train_loss", "train_acc", "test_loss", "test_acc", "eigval", "residual", "sharpness"):
+            assert v in ds, (p, v)
+        assert ds["eigval"].dims == ("hstep", "eig") and ds.sizes["eig"] == 2
+        assert ds.attrs["Conventions"] == "CF-1.12" and "eosflow" in ds.attrs["source"]
+        assert json.loads(ds.attrs["config"])["lr"] == float(ds["lr"])
+        statuses[float(ds["lr"])] = ds.attrs["status"]
+        if ds.attrs["status"] != "diverged":
+            assert (ds["residual"].values <= 1e-3).all()
+            np.testing.assert_array_equal(ds["sharpness"].values, ds["eigval"].values[:, 0])
+    assert statuses[500.0] == "diverged"  # recorded, not a crash
+    assert statuses[0.05] != "diverged"
+    # logs and benchmarks per job
+    assert list((workdir / "results/logs/train").rglob("*.log"))
+    assert list((workdir / "results/benchmarks/hessian").rglob("*.tsv"))
+    # nothing left to do
+    out = snakemake(workdir, "-n", "figures/fig1.pdf", "figures/fig5.pdf")
+    assert "Nothing to be done" in out.stdout + out.stderr
+    # the report builds offline
+    snakemake(workdir, "--report", "report.html", "figures/fig1.pdf", "figures/fig5.pdf")
+    assert (workdir / "report.html").stat().st_size > 10_000
