@@ -25,7 +25,7 @@ def test_default_and_paper_configs_are_valid():
 def test_defaults_are_filled(cfg):
     del cfg["train"]
     out = validate_config(cfg)
-    assert out["train"]["max_epochs"] == 1500 and out["hessian"]["k"] == 3
+    assert out["train"]["max_epochs"] == 3000 and out["hessian"]["k"] == 3
 
 
 @pytest.mark.parametrize("mutate, expected", [

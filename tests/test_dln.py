@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from eosflow import dln
+from eosflow.cubes import write_netcdf
 
 LRS = (0.001, 0.0095, 0.011, 0.013)
 
@@ -84,7 +85,7 @@ def test_simulate_dims_and_netcdf_roundtrip(tmp_path):
     meanings = ds["status"].attrs["flag_meanings"].split()
     assert meanings[int(ds["status"].sel(lr=1.0))] == "diverged"
     path = tmp_path / "dln.nc"
-    dln.write_netcdf(ds, path)
+    write_netcdf(ds, path, float32=False)
     back = xr.load_dataset(path)
     xr.testing.assert_identical(back[list(ds.data_vars)].reset_coords(drop=True),
                                 ds[list(ds.data_vars)].reset_coords(drop=True))

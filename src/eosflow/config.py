@@ -13,9 +13,9 @@ import yaml
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
 MODEL_KEYS = {
-    "mlp": {"arch", "widths", "activation"},
-    "cnn": {"arch", "channels", "activation"},
-    "vgg": {"arch", "blocks", "base_width", "batch_norm", "activation"},
+    "mlp": {"arch", "widths", "activation", "init"},
+    "cnn": {"arch", "channels", "activation", "init"},
+    "vgg": {"arch", "blocks", "base_width", "batch_norm", "activation", "init"},
 }
 
 

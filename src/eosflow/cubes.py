@@ -117,13 +117,17 @@ def build_cube(metrics: xr.Dataset, spectra: xr.Dataset) -> xr.Dataset:
     return _annotate(cube)
 
 
-def write_netcdf(ds: xr.Dataset, path) -> None:
-    """Write ``ds`` atomically: float32 on disk (eigenvalue data keeps float64), zlib + shuffle."""
+def write_netcdf(ds: xr.Dataset, path, float32: bool = True) -> None:
+    """Write ``ds`` atomically with zlib + shuffle on every float variable.
+
+    ``float32``: store floats as float32 on disk, except the eigenvalue data, which keeps float64
+    (the tests compare eigenvalues to 1e-6 relative); ``False`` keeps every float's dtype.
+    """
     enc = {}
     for name, var in ds.data_vars.items():
         if var.dtype.kind == "f":
-            dtype = "float64" if name in ("eigval", "residual", "sharpness") else "float32"
-            enc[name] = {"zlib": True, "complevel": 4, "shuffle": True, "dtype": dtype}
+            keep = not float32 or name in ("eigval", "residual", "sharpness")
+            enc[name] = {"zlib": True, "complevel": 4, "shuffle": True, "dtype": var.dtype.str if keep else "float32"}
     with atomic_path(path, suffix=".nc") as tmp:
         ds.to_netcdf(tmp, engine="netcdf4", encoding=enc)
 

@@ -237,13 +237,3 @@ def simulate(lrs: Sequence[float], steps: int = DEFAULT_STEPS, theta0=THETA0):
         },
     )
     return ds
-
-
-def write_netcdf(ds, path) -> None:
-    """Write ``ds`` to NetCDF-4 atomically, zlib-compressing the float variables."""
-    enc = {v: {"zlib": True, "complevel": 4} for v in ds.data_vars
-           if np.issubdtype(ds[v].dtype, np.floating)}
-    from .io import atomic_path
-
-    with atomic_path(path, suffix=".nc") as tmp:
-        ds.to_netcdf(tmp, engine="netcdf4", encoding=enc)

@@ -84,13 +84,35 @@ class SmallVGG(nn.Sequential):
         super().__init__(*layers)
 
 
-def build_model(spec: dict, input_shape, n_classes: int, seed: int) -> nn.Module:
-    """Build the architecture ``spec["arch"]`` with PyTorch's default initialisation under ``seed``.
+INITS = ("lecun", "torch")
+_TRUNC_STD = 0.8796256610342398  # standard deviation of N(0, 1) truncated to [-2, 2]
 
-    ``spec`` is a setting's ``model`` block of the config (see ``config/config.yaml``).
+
+def lecun_init_(model: nn.Module) -> nn.Module:
+    """LeCun-normal weights (variance 1/fan_in, flax's ``nn.Dense``/``nn.Conv`` default, as in the
+    authors' JAX code) and zero biases, for every linear and convolution layer."""
+    for m in model.modules():
+        if isinstance(m, (nn.Linear, nn.Conv2d)):
+            # a normal truncated to ±2 standard units, rescaled to variance 1/fan_in
+            std = 1.0 / math.sqrt(m.weight[0].numel()) / _TRUNC_STD
+            nn.init.trunc_normal_(m.weight, std=std, a=-2.0 * std, b=2.0 * std)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+    return model
+
+
+def build_model(spec: dict, input_shape, n_classes: int, seed: int) -> nn.Module:
+    """Build the architecture ``spec["arch"]``, initialised under ``seed``.
+
+    ``spec`` is a setting's ``model`` block of the config (see ``config/config.yaml``);
+    ``spec["init"]``: ``"lecun"`` (default; :func:`lecun_init_`) or ``"torch"`` (PyTorch's
+    default Kaiming-uniform layers).
     """
     spec = dict(spec)
     arch = spec.pop("arch")
+    init = spec.pop("init", "lecun")
+    if init not in INITS:
+        raise ValueError(f"unknown model.init {init!r}; allowed: {list(INITS)}")
     gen_state = torch.random.get_rng_state()
     torch.manual_seed(seed)
     try:
@@ -102,6 +124,8 @@ def build_model(spec: dict, input_shape, n_classes: int, seed: int) -> nn.Module
             model = SmallVGG(input_shape, n_classes, **spec)
         else:
             raise ValueError(f"unknown model.arch {arch!r}; allowed: {list(ARCHITECTURES)}")
+        if init == "lecun":
+            lecun_init_(model)
     finally:
         torch.random.set_rng_state(gen_state)
     return model

@@ -46,11 +46,11 @@ def lr_at(step: int, lr0: float, schedule: dict | None = None) -> float:
 class TrainConfig:
     lr: float
     acc_goal: float = 0.999
-    max_epochs: int = 1500
+    max_epochs: int = 3000
     diverge_loss: float = 1e3
     eval_every: int = 10
-    snapshot_every: int = 150
-    checkpoint_every: int = 250
+    snapshot_every: int = 100
+    checkpoint_every: int = 500
     sharpness_every: int = 0
     schedule: dict | None = None
 

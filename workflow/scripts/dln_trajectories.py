@@ -4,7 +4,8 @@
 """
 import logging
 
-from eosflow.dln import simulate, write_netcdf
+from eosflow.cubes import write_netcdf
+from eosflow.dln import simulate
 from eosflow.logs import rule_logging
 
 sm = snakemake  # noqa: F821
@@ -14,4 +15,4 @@ with rule_logging(sm.log[0]):
     log.info("cfg=%s out=%s", cfg, sm.output[0])
     ds = simulate([float(v) for v in cfg["lrs"]], int(cfg["steps"]), tuple(float(v) for v in cfg["theta0"]))
     log.info("eta_eos=%.7f status=%s", ds.attrs["eta_eos"], ds["status"].values.tolist())
-    write_netcdf(ds, sm.output[0])
+    write_netcdf(ds, sm.output[0], float32=False)

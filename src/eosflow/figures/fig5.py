@@ -21,10 +21,18 @@ import seaborn as sns  # noqa: E402
 import xarray as xr  # noqa: E402
 from matplotlib.colors import LogNorm  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: E402
 
 from .common import Claim, check, save_figure, write_claims  # noqa: E402
 
 CHANCE = 0.1
+
+
+def _log_axis(axis) -> None:
+    """Log ticks at 1, 2, 5 × 10^k labelled plainly (``0.02``, not ``2×10⁻²``), no minor labels."""
+    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    axis.set_minor_formatter(NullFormatter())
 
 
 def _accuracy(ds: xr.Dataset) -> np.ndarray:
@@ -100,12 +108,14 @@ def make_fig5(ds: xr.Dataset, pdf_path, png_path, claims_path) -> list[Claim]:
         if math.isfinite(eos):
             ax.axvline(eos, ls=":", color="k", lw=1.2)
         ax.set_xscale("log")
+        _log_axis(ax.xaxis)
         ax.set_xlabel(r"learning rate $\eta_0$")
         ax.set_ylabel("validation accuracy")
         ax.set_title(f"(a) {name}   " + (rf"$\eta_{{eos}}$ = {eos:.3g}" if math.isfinite(eos) else ""))
         claims += setting_claims(name, sub)
     pooled_ax.axvline(1.0, ls=":", color="k", lw=1.2)
     pooled_ax.set_xscale("log")
+    _log_axis(pooled_ax.xaxis)
     pooled_ax.set_xlabel(r"$\eta_0 / \eta_{eos}$")
     pooled_ax.set_ylabel("validation accuracy")
     pooled_ax.set_title("(b) phase transition at the stability limit")
@@ -115,7 +125,8 @@ def make_fig5(ds: xr.Dataset, pdf_path, png_path, claims_path) -> list[Claim]:
                Line2D([], [], marker="o", ls="", mfc="w", mec="0.5", label="grey edge: hit max_epochs")]
     pooled_ax.legend(handles=handles + pooled_ax.get_legend_handles_labels()[0], fontsize=8, loc="lower left")
     sm = plt.cm.ScalarMappable(norm=norm, cmap=cmap)
-    fig.colorbar(sm, ax=axes, label=r"$\eta_0$", pad=0.01, fraction=0.025)
+    cbar = fig.colorbar(sm, ax=axes, label=r"$\eta_0$", pad=0.01, fraction=0.025)
+    _log_axis(cbar.ax.yaxis)
     save_figure(fig, pdf_path, png_path)
     plt.close(fig)
     write_claims(claims, claims_path, figure="fig5")

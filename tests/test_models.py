@@ -1,0 +1,36 @@
+import pytest
+import torch
+
+from eosflow.models import build_model, has_batch_norm
+
+
+@pytest.mark.parametrize("spec, shape", [
+    ({"arch": "mlp", "widths": [8, 8], "activation": "relu"}, (1, 28, 28)),
+    ({"arch": "cnn", "channels": [4, 8]}, (1, 28, 28)),
+    ({"arch": "vgg", "blocks": 3, "base_width": 8, "batch_norm": True}, (3, 32, 32)),
+])
+def test_shapes_and_seeded_init(spec, shape):
+    m = build_model(spec, shape, 10, seed=3)
+    assert m(torch.zeros(5, *shape)).shape == (5, 10)
+    m2 = build_model(spec, shape, 10, seed=3)
+    m3 = build_model(spec, shape, 10, seed=4)
+    p, p2, p3 = (torch.cat([q.flatten() for q in x.parameters()]) for x in (m, m2, m3))
+    assert torch.equal(p, p2) and not torch.equal(p, p3)
+
+
+def test_mlp_parameter_count_matches_paper_net():
+    m = build_model({"arch": "mlp", "widths": [200, 200]}, (1, 28, 28), 10, seed=0)
+    assert sum(p.numel() for p in m.parameters()) == 784 * 200 + 200 + 200 * 200 + 200 + 200 * 10 + 10
+
+
+def test_batch_norm_uses_batch_statistics_only():
+    m = build_model({"arch": "vgg", "blocks": 1, "base_width": 2, "batch_norm": True}, (3, 8, 8), 10, seed=0)
+    assert has_batch_norm(m) and not list(m.buffers())
+    assert not has_batch_norm(build_model({"arch": "vgg", "blocks": 1, "batch_norm": False}, (3, 8, 8), 10, 0))
+
+
+def test_unknown_arch_and_activation():
+    with pytest.raises(ValueError, match="allowed"):
+        build_model({"arch": "resnet"}, (1, 4, 4), 2, 0)
+    with pytest.raises(ValueError, match="tanh"):
+        build_model({"arch": "mlp", "activation": "swish"}, (1, 4, 4), 2, 0)
