@@ -110,6 +110,10 @@ def test_tiny_run_builds_fig1_fig5_and_cubes(workdir):
         for v in ("train_loss", "train_acc", "test_loss", "test_acc", "eigval", "residual", "sharpness"):
             assert v in ds, (p, v)
         assert ds["eigval"].dims == ("hstep", "eig") and ds.sizes["eig"] == 2
+        assert ds["eigvec"].dims == ("vstep", "eig", "param")
+        assert list(ds["vstep"].values) == list(ds["hstep"].values[::2])
+        norms = np.linalg.norm(ds["eigvec"].values, axis=-1)
+        np.testing.assert_allclose(norms, 1.0, rtol=1e-5)
         assert ds.attrs["Conventions"] == "CF-1.12" and "eosflow" in ds.attrs["source"]
         assert json.loads(ds.attrs["config"])["lr"] == float(ds["lr"])
         statuses[float(ds["lr"])] = ds.attrs["status"]

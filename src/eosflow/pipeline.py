@@ -87,22 +87,26 @@ def run_hessian(cfg: dict, setting: str, data_path, metrics_path, snapshots_path
     obj = _objective(cfg, setting, data, device, dtype, seed, n=hc["n_samples"], chunk_size=hc["chunk_size"])
     snaps = torch.load(snapshots_path, map_location=device, weights_only=True)
     steps, thetas = snaps["steps"].tolist(), snaps["theta"]
+    keep = [i for i in range(len(steps)) if i % hc["every"] == 0 or i == len(steps) - 1]
     k = min(hc["k"], obj.dim)
     tracker = SpectrumTracker(k=k, tol=hc["tol"], max_iter=hc["max_iter"])
-    eigvals, residuals, iters, vecs = [], [], [], []
+    eigvals, residuals, iters, vecs, vsteps = [], [], [], [], []
     file = progress if progress not in (True, False) else None
-    for step, theta in tqdm(list(zip(steps, thetas)), desc=f"hessian {setting}", disable=progress is False,
-                            file=file, mininterval=15.0 if file else 1.0):
-        res = tracker.measure(obj, theta.to(dtype))
+    for j, i in enumerate(tqdm(keep, desc=f"hessian {setting}", disable=progress is False, file=file,
+                               mininterval=15.0 if file else 1.0)):
+        res = tracker.measure(obj, thetas[i].to(dtype))
         eigvals.append(res.eigvals.double().cpu().numpy())
         residuals.append(res.residuals.double().cpu().numpy())
         iters.append(res.iterations)
-        if hc["store_eigvecs"]:
+        if hc["eigvec_every"] and j % hc["eigvec_every"] == 0:
             vecs.append(res.eigvecs.float().cpu().numpy())
-        log.info("step %d: eigvals %s, residuals %s, %d iterations", step,
+            vsteps.append(steps[i])
+        log.info("step %d: eigvals %s, residuals %s, %d iterations", steps[i],
                  np.array2string(eigvals[-1], precision=4), np.array2string(residuals[-1], precision=1), iters[-1])
-    spectra = spectra_dataset(steps, np.array(eigvals).reshape(len(steps), k), np.array(residuals).reshape(len(steps), k),
-                              iters, eigvecs=np.array(vecs) if vecs else None, vsteps=steps if vecs else None)
+    hsteps = [steps[i] for i in keep]
+    spectra = spectra_dataset(hsteps, np.array(eigvals).reshape(len(hsteps), k),
+                              np.array(residuals).reshape(len(hsteps), k), iters,
+                              eigvecs=np.array(vecs) if vecs else None, vsteps=vsteps if vecs else None)
     cube = build_cube(metrics, spectra)
     record = json.loads(metrics.attrs["config"])
     record["hessian"] = hc

@@ -4,9 +4,11 @@ import sys
 from pathlib import Path
 
 _SRC = str(Path(workflow.basedir) / "src")
-# Use this checkout's package (also in jobs: scripts and cluster jobs inherit PYTHONPATH).
+# Use this checkout's package, here and in every job (scripts, conda envs and cluster jobs inherit
+# PYTHONPATH). Only prepended to: nothing is required of the user's environment.
 sys.path.insert(0, _SRC)
-os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (_SRC, os.environ.get("PYTHONPATH")) if p)
+_env = os.environ
+_env["PYTHONPATH"] = os.pathsep.join(p for p in (_SRC, _env.get("PYTHONPATH", "")) if p)
 
 from snakemake.exceptions import WorkflowError  # noqa: E402
 from eosflow.config import ConfigError, load_schema, lr_tag, validate_config  # noqa: E402

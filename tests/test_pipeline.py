@@ -1,0 +1,38 @@
+"""The train and hessian rules' functions on a small synthetic dataset, against dense oracles."""
+import numpy as np
+import torch
+import xarray as xr
+
+from eosflow.config import validate_config
+from eosflow.io import save_torch
+from eosflow.models import build_model
+from eosflow.objective import Objective
+from eosflow.pipeline import run_hessian, run_train
+
+
+def test_hessian_rule_cadence_and_values(tmp_path):
+    g = torch.Generator().manual_seed(1)
+    data = {"x_train": torch.randn(48, 1, 3, 3, generator=g), "y_train": torch.arange(48) % 3,
+            "x_test": torch.randn(12, 1, 3, 3, generator=g), "y_test": torch.arange(12) % 3, "n_classes": 3}
+    save_torch(data, tmp_path / "d.pt")
+    cfg = validate_config({
+        "device": "cpu",
+        "settings": {"s": {"dataset": "fashion-mnist", "n_train": 48, "n_test": 12, "loss": "mse",
+                           "model": {"arch": "mlp", "widths": [5], "activation": "tanh"}}},
+        "train": {"max_epochs": 50, "snapshot_every": 10, "acc_goal": 1.0, "dtype": "float64"},
+        "hessian": {"k": 3, "every": 2, "eigvec_every": 2, "tol": 1e-8, "max_iter": 80, "n_samples": 30}})
+    status = run_train(cfg, "s", 0.3, 0, tmp_path / "d.pt", tmp_path / "m.nc", tmp_path / "s.pt", progress=False)
+    assert status == "max_epochs"
+    run_hessian(cfg, "s", tmp_path / "d.pt", tmp_path / "m.nc", tmp_path / "s.pt", tmp_path / "c.nc", progress=False)
+    cube = xr.load_dataset(tmp_path / "c.nc")
+    # snapshots at 0, 10, ..., 50; every second one measured, the last always
+    assert list(cube["hstep"].values) == [0, 20, 40, 50]
+    assert list(cube["vstep"].values) == [0, 40]
+    # oracle: dense Hessian of the loss over the first n_samples examples at the last snapshot
+    theta = torch.load(tmp_path / "s.pt")["theta"][-1].double()
+    model = build_model(cfg["settings"]["s"]["model"], (1, 3, 3), 3, seed=0).double()
+    obj = Objective(model, data["x_train"][:30].double(), data["y_train"][:30], "mse")
+    H = torch.func.hessian(lambda t: obj._sum_loss(t, obj.x, obj.y) / obj.n)(theta)
+    top = torch.linalg.eigvalsh(H).flip(0)[:3].numpy()
+    np.testing.assert_allclose(cube["eigval"].values[-1], top, rtol=1e-6)
+    assert cube.attrs["eta_eos"] == 2 / cube["sharpness"].values[0]
