@@ -19,12 +19,16 @@ def test_hessian_rule_cadence_and_values(tmp_path):
         "device": "cpu",
         "settings": {"s": {"dataset": "fashion-mnist", "n_train": 48, "n_test": 12, "loss": "mse",
                            "model": {"arch": "mlp", "widths": [5], "activation": "tanh"}}},
-        "train": {"max_epochs": 50, "snapshot_every": 10, "acc_goal": 1.0, "dtype": "float64"},
+        "train": {"max_epochs": 50, "snapshot_every": 10, "acc_goal": 1.0, "dtype": "float64",
+                  "sharpness_every": 20},
         "hessian": {"k": 3, "every": 2, "eigvec_every": 2, "tol": 1e-8, "max_iter": 80, "n_samples": 30}})
     status = run_train(cfg, "s", 0.3, 0, tmp_path / "d.pt", tmp_path / "m.nc", tmp_path / "s.pt", progress=False)
     assert status == "max_epochs"
     run_hessian(cfg, "s", tmp_path / "d.pt", tmp_path / "m.nc", tmp_path / "s.pt", tmp_path / "c.nc", progress=False)
     cube = xr.load_dataset(tmp_path / "c.nc")
+    # in-loop sharpness every 20 epochs (NaN between) on the full training set
+    inloop = cube["sharpness_inloop"].values
+    assert np.isfinite(inloop[[0, 20, 40]]).all() and np.isnan(inloop[1:20]).all()
     # snapshots at 0, 10, ..., 50; every second one measured, the last always
     assert list(cube["hstep"].values) == [0, 20, 40, 50]
     assert list(cube["vstep"].values) == [0, 40]

@@ -131,3 +131,12 @@ def test_tiny_run_builds_fig1_fig5_and_cubes(workdir):
     # the report builds offline
     snakemake(workdir, "--report", "report.html", "figures/fig1.pdf", "figures/fig5.pdf")
     assert (workdir / "report.html").stat().st_size > 10_000
+
+
+def test_another_k_reruns_hessian_not_training(workdir):
+    snakemake(workdir, "figures/fig5.pdf")
+    (workdir / "k1.yaml").write_text("hessian:\n  k: 1\n")
+    out = snakemake(workdir, "-n", "figures/fig5.pdf", configs=("tiny.yaml", "k1.yaml"))
+    counts = dict(line.split()[:2] for line in out.stdout.splitlines()
+                  if len(line.split()) == 2 and line.split()[1].isdigit())
+    assert counts.get("hessian") == "3" and "train" not in counts, out.stdout

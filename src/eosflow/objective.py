@@ -39,8 +39,11 @@ class Objective:
     chunk_size: examples per chunk (``None``: all at once). For BatchNorm nets this is also the
         normalisation batch, so it is part of the loss's definition.
     hvp_mode: ``"fwdrev"`` (forward-over-reverse, ``jvp(grad(f))``), ``"revrev"`` (double
-        backward) or ``"auto"`` (revrev for BatchNorm nets, where nested forward-mode AD through
-        batch_norm has been unreliable; fwdrev otherwise).
+        backward) or ``"auto"`` (revrev for BatchNorm nets, fwdrev otherwise). Nested forward-mode
+        AD through batch_norm has given silent errors in some torch releases; with torch 2.14
+        both modes match finite differences on BN nets (tests/test_hessian.py), while
+        ``torch.func.hessian`` and ``jacrev(jacrev)`` themselves do not, so BN oracles use
+        ``jacrev(grad)``.
     """
 
     def __init__(self, model: nn.Module, x: Tensor, y: Tensor, loss: str = "ce",

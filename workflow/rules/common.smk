@@ -65,6 +65,18 @@ def schedule_of(wildcards):
     return schedule_from_tag(wildcards.sched)
 
 
+def run_config(wildcards, keys=("train",)):
+    """The part of the config a run's job depends on (its params: changing anything else, e.g.
+    hessian.k for the train rule, does not rerun it)."""
+    out = {"device": config["device"], "settings": {wildcards.setting: config["settings"][wildcards.setting]}}
+    out.update({k: config[k] for k in keys})
+    return out
+
+
+def hessian_config(wildcards):
+    return run_config(wildcards, keys=("train", "hessian"))
+
+
 def gpu_request(wildcards=None):
     return 1 if config["device"] == "cuda" else 0
 

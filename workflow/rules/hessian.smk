@@ -6,7 +6,7 @@ rule hessian:
     output:
         cube=f"{RUNS}/cube.nc",
     params:
-        cfg=config,
+        cfg=hessian_config,
     log:
         "results/logs/hessian/{setting}/{sched}/lr{lr}_seed{seed}.log",
     benchmark:

@@ -5,7 +5,7 @@ rule train:
         metrics=f"{RUNS}/metrics.nc",
         snapshots=f"{RUNS}/snapshots.pt",
     params:
-        cfg=config,
+        cfg=run_config,
         schedule=schedule_of,
         checkpoint=f"{RUNS}/checkpoint.pt",
     log:
