@@ -1,34 +1,17 @@
-"""Snakemake script for rule ``prepare_data``: balanced, normalised subset -> ``output[0]``.
+"""Rule prepare_data: a deterministic, class-balanced, normalised subset -> ``output[0]``.
 
-``snakemake.params.spec`` holds the keyword arguments of
-:func:`eosflow.data.prepare_dataset` except ``out``: dataset, n_train, n_test, seed, root,
-download, cache_dir.
+``snakemake.params.spec`` holds the keyword arguments of :func:`eosflow.data.prepare_dataset`
+except ``out``: dataset, n_train, n_test, seed, root, download, cache_dir.
 """
-
 import logging
 
 from eosflow.data import prepare_dataset
+from eosflow.logs import rule_logging
 
-logging.basicConfig(
-    filename=snakemake.log[0],  # noqa: F821
-    level=logging.INFO,
-    format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-)
-log = logging.getLogger("prepare_data")
-
-spec = dict(snakemake.params.spec)  # noqa: F821
-out = snakemake.output[0]  # noqa: F821
-log.info("prepare_data spec=%s out=%s", spec, out)
-try:
-    d = prepare_dataset(**spec, out=out)
-except Exception:
-    log.exception("prepare_data failed")
-    raise
-log.info(
-    "source=%s x_train=%s x_test=%s mean=%s std=%s",
-    d["meta"]["source"],
-    tuple(d["x_train"].shape),
-    tuple(d["x_test"].shape),
-    d["mean"].tolist(),
-    d["std"].tolist(),
-)
+sm = snakemake  # noqa: F821
+with rule_logging(sm.log[0]):
+    log = logging.getLogger("eosflow.prepare_data")
+    log.info("spec=%s out=%s", sm.params.spec, sm.output[0])
+    d = prepare_dataset(**sm.params.spec, out=sm.output[0])
+    log.info("source=%s x_train=%s x_test=%s mean=%s std=%s", d["meta"]["source"], tuple(d["x_train"].shape),
+             tuple(d["x_test"].shape), d["mean"].tolist(), d["std"].tolist())
