@@ -1,0 +1,42 @@
+"""fig5's claims on synthetic sweeps whose answer is known."""
+import json
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from eosflow.figures.fig5 import make_fig5
+
+
+def summary(acc_of_ratio, eos=(0.1, 0.2), lrs=(0.025, 0.05, 0.1, 0.2, 0.4, 0.8, 1.6)):
+    rows = [(lr, seed, e) for seed, e in enumerate(eos) for lr in lrs]
+    lr = np.array([r[0] for r in rows])
+    e = np.array([r[2] for r in rows])
+    acc = np.array([acc_of_ratio(r) for r in lr / e])
+    status = np.where(np.isnan(acc), "diverged", "converged")
+    return xr.Dataset({"final_test_acc": ("run", acc), "status": ("run", status), "eta_eos": ("run", e)},
+                      coords={"lr": ("run", lr), "seed": ("run", [r[1] for r in rows]),
+                              "setting": ("run", ["s"] * len(rows))})
+
+
+def run(tmp_path, ds):
+    claims = make_fig5(ds, tmp_path / "f.pdf", tmp_path / "f.png", tmp_path / "c.json")
+    data = json.loads((tmp_path / "c.json").read_text())
+    assert (tmp_path / "f.pdf").read_bytes()[:4] == b"%PDF"
+    assert [c["holds"] for c in data["claims"]] == [c.holds for c in claims]
+    return {c.name.split(": ", 1)[1]: c for c in claims}
+
+
+def test_goldilocks_sweep_holds(tmp_path):
+    # accuracy jumps past the limit, peaks at 2-4x, diverges beyond 10x
+    c = run(tmp_path, summary(lambda r: np.nan if r > 10 else 0.7 + 0.1 * (r > 1) - 0.05 * (r > 4)))
+    assert c["validation accuracy improves past the stability limit"].value == pytest.approx(0.1)
+    assert c["the best eta0 lies above the stability limit"].holds
+    assert c["too-large eta0 falls off (Goldilocks zone)"].holds
+
+
+def test_monotone_decline_fails_first_two(tmp_path):
+    c = run(tmp_path, summary(lambda r: 0.8 - 0.01 * np.log2(r + 1)))
+    assert not c["validation accuracy improves past the stability limit"].holds
+    assert not c["the best eta0 lies above the stability limit"].holds
+    assert c["the best eta0 lies above the stability limit"].value < 1
