@@ -1,4 +1,6 @@
 """The train and hessian rules' functions on a small synthetic dataset, against dense oracles."""
+import json
+
 import numpy as np
 import torch
 import xarray as xr
@@ -40,3 +42,27 @@ def test_hessian_rule_cadence_and_values(tmp_path):
     top = torch.linalg.eigvalsh(H).flip(0)[:3].numpy()
     np.testing.assert_allclose(cube["eigval"].values[-1], top, rtol=1e-6)
     assert cube.attrs["eta_eos"] == 2 / cube["sharpness"].values[0]
+
+
+def test_same_config_and_seed_give_byte_identical_cubes(tmp_path):
+    g = torch.Generator().manual_seed(2)
+    save_torch({"x_train": torch.randn(40, 1, 3, 3, generator=g), "y_train": torch.arange(40) % 2,
+                "x_test": torch.randn(10, 1, 3, 3, generator=g), "y_test": torch.arange(10) % 2, "n_classes": 2},
+               tmp_path / "d.pt")
+    cfg = validate_config({
+        "device": "cpu",
+        "settings": {"s": {"dataset": "fashion-mnist", "n_train": 40, "n_test": 10, "loss": "ce",
+                           "model": {"arch": "mlp", "widths": [6], "activation": "tanh"}}},
+        "train": {"max_epochs": 30, "snapshot_every": 10, "acc_goal": 1.0}, "hessian": {"k": 2, "eigvec_every": 1}})
+    blobs = []
+    for rep in ("a", "b"):
+        d = tmp_path / rep
+        d.mkdir()
+        run_train(cfg, "s", 0.5, 3, tmp_path / "d.pt", d / "m.nc", d / "s.pt", progress=False)
+        run_hessian(cfg, "s", tmp_path / "d.pt", d / "m.nc", d / "s.pt", d / "c.nc", progress=False)
+        blobs.append((d / "c.nc").read_bytes())
+    assert blobs[0] == blobs[1]
+    cube = xr.load_dataset(tmp_path / "a" / "c.nc")
+    record = json.loads(cube.attrs["config"])  # what is needed to rerun it
+    assert record["seed"] == 3 and record["lr"] == 0.5 and record["model"]["widths"] == [6]
+    assert "git" in cube.attrs["source"] and "torch" in cube.attrs["source"]

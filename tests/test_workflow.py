@@ -140,3 +140,40 @@ def test_another_k_reruns_hessian_not_training(workdir):
     counts = dict(line.split()[:2] for line in out.stdout.splitlines()
                   if len(line.split()) == 2 and line.split()[1].isdigit())
     assert counts.get("hessian") == "3" and "train" not in counts, out.stdout
+
+
+def test_killed_training_job_resumes_with_rerun_incomplete(workdir):
+    """SIGTERM to Snakemake mid-training: the job checkpoints and exits, Snakemake marks the
+    outputs incomplete; `--rerun-incomplete` resumes from the checkpoint, and the cube equals an
+    uninterrupted run's."""
+    import os
+    import signal
+    import time
+
+    (workdir / "long.yaml").write_text("train:\n  max_epochs: 6000\n  checkpoint_every: 200\n  acc_goal: 1.0\n")
+    target = "results/runs/fmnist_mlp/const/lr0.001/seed0/metrics.nc"
+    configs = ("tiny.yaml", "long.yaml")
+    ckpt = workdir / "results/runs/fmnist_mlp/const/lr0.001/seed0/checkpoint.pt"
+    cmd = [*SNAKEMAKE, "--cores", "1", target, "--configfile", *configs]
+    proc = subprocess.Popen(cmd, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    deadline = time.time() + 300
+    while not ckpt.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.1)
+    assert proc.poll() is None, "training finished before it could be interrupted"
+    os.killpg(proc.pid, signal.SIGTERM)  # what Ctrl-C / a cluster's scancel deliver
+    proc.communicate(timeout=120)
+    assert not (workdir / target).exists()
+    assert ckpt.exists()
+    out = snakemake(workdir, target, "--rerun-incomplete", configs=configs)
+    log = (workdir / "results/logs/train/fmnist_mlp/const/lr0.001_seed0.log").read_text()
+    assert "resumed from checkpoint" in log, log[-2000:]
+    resumed = xr.load_dataset(workdir / target)
+    # the same run, uninterrupted
+    shutil.rmtree(workdir / "results/runs/fmnist_mlp/const/lr0.001")
+    snakemake(workdir, target, configs=configs)
+    fresh = xr.load_dataset(workdir / target)
+    assert resumed.attrs["status"] == fresh.attrs["status"]
+    for v in ("train_loss", "train_acc", "test_acc", "grad_norm"):
+        np.testing.assert_array_equal(resumed[v].values, fresh[v].values)
+    assert out.returncode == 0
