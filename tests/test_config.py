@@ -64,3 +64,18 @@ def test_malformed_yaml_names_file(tmp_path):
 def test_lr_tag_is_canonical():
     assert lr_tag(0.1) == lr_tag("0.1") == lr_tag(1e-1) == "0.1"
     assert lr_tag(3.2) == "3.2" and lr_tag(1e-5) == "1e-05" and lr_tag(2) == "2"
+
+
+def test_check_config_cli_names_file_and_line(tmp_path, capsys):
+    from eosflow.__main__ import main
+
+    bad = tmp_path / "mine.yaml"
+    bad.write_text("fig5:\n  lrs: [0.1, 0.2\n")
+    assert main(["check-config", str(bad), "--default", str(ROOT / "config/config.yaml")]) == 1
+    err = capsys.readouterr().err
+    assert "mine.yaml: not valid YAML" in err and "line" in err
+    neg = tmp_path / "neg.yaml"
+    neg.write_text("fig5:\n  lrs: [-1]\n")
+    assert main(["check-config", str(neg), "--default", str(ROOT / "config/config.yaml")]) == 1
+    assert "fig5.lrs[0]" in capsys.readouterr().err
+    assert main(["check-config", str(ROOT / "config/paper.yaml"), "--default", str(ROOT / "config/config.yaml")]) == 0

@@ -35,6 +35,21 @@ def test_goldilocks_sweep_holds(tmp_path):
     assert c["too-large eta0 falls off (Goldilocks zone)"].holds
 
 
+def test_diverged_runs_are_drawn_and_listed_and_no_nan_reaches_an_axis(tmp_path):
+    ds = summary(lambda r: np.nan if r > 10 else 0.75)
+    claims, fig = make_fig5(ds, tmp_path / "f.pdf", tmp_path / "f.png", tmp_path / "c.json", keep_open=True)
+    data = json.loads((tmp_path / "c.json").read_text())
+    n_div = int((ds["status"].values == "diverged").sum())
+    assert n_div > 0 and len(data["diverged_runs"]) == n_div and data["runs"]["diverged"] == n_div
+    plot_axes = fig.axes[:-1]  # the last one is the colour bar
+    points = [pc.get_offsets() for ax in plot_axes for pc in ax.collections if len(pc.get_offsets())]
+    points = np.concatenate(points)
+    assert np.isfinite(points).all()
+    assert len(points) == 2 * ds.sizes["run"]  # every run in (a) and in (b), diverged included
+    for ax in fig.axes:
+        assert np.isfinite(ax.get_xlim()).all() and np.isfinite(ax.get_ylim()).all()
+
+
 def test_monotone_decline_fails_first_two(tmp_path):
     c = run(tmp_path, summary(lambda r: 0.8 - 0.01 * np.log2(r + 1)))
     assert not c["validation accuracy improves past the stability limit"].holds

@@ -145,15 +145,16 @@ def test_another_k_reruns_hessian_not_training(workdir):
 def test_killed_training_job_resumes_with_rerun_incomplete(workdir):
     """SIGTERM to Snakemake mid-training: the job checkpoints and exits, Snakemake marks the
     outputs incomplete; `--rerun-incomplete` resumes from the checkpoint, and the cube equals an
-    uninterrupted run's."""
+    uninterrupted run's. Meanwhile a second Snakemake in the same directory is refused (lock)."""
     import os
     import signal
     import time
 
-    (workdir / "long.yaml").write_text("train:\n  max_epochs: 6000\n  checkpoint_every: 200\n  acc_goal: 1.0\n")
-    target = "results/runs/fmnist_mlp/const/lr0.001/seed0/metrics.nc"
+    (workdir / "long.yaml").write_text("train:\n  max_epochs: 6000\n  checkpoint_every: 100\n  acc_goal: 1.0\n"
+                                       "settings:\n  fmnist_mlp:\n    model:\n      widths: [128]\n")
+    target = "results/runs/fmnist_mlp/const/lr1e-05/seed0/metrics.nc"
     configs = ("tiny.yaml", "long.yaml")
-    ckpt = workdir / "results/runs/fmnist_mlp/const/lr0.001/seed0/checkpoint.pt"
+    ckpt = workdir / "results/runs/fmnist_mlp/const/lr1e-05/seed0/checkpoint.pt"
     cmd = [*SNAKEMAKE, "--cores", "1", target, "--configfile", *configs]
     proc = subprocess.Popen(cmd, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
@@ -161,16 +162,19 @@ def test_killed_training_job_resumes_with_rerun_incomplete(workdir):
     while not ckpt.exists() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.1)
     assert proc.poll() is None, "training finished before it could be interrupted"
+    # a second Snakemake in the same directory meets Snakemake's lock
+    second = snakemake(workdir, target, check=False, configs=configs)
+    assert second.returncode != 0 and "cannot be locked" in second.stdout + second.stderr
     os.killpg(proc.pid, signal.SIGTERM)  # what Ctrl-C / a cluster's scancel deliver
     proc.communicate(timeout=120)
     assert not (workdir / target).exists()
     assert ckpt.exists()
     out = snakemake(workdir, target, "--rerun-incomplete", configs=configs)
-    log = (workdir / "results/logs/train/fmnist_mlp/const/lr0.001_seed0.log").read_text()
+    log = (workdir / "results/logs/train/fmnist_mlp/const/lr1e-05_seed0.log").read_text()
     assert "resumed from checkpoint" in log, log[-2000:]
     resumed = xr.load_dataset(workdir / target)
     # the same run, uninterrupted
-    shutil.rmtree(workdir / "results/runs/fmnist_mlp/const/lr0.001")
+    shutil.rmtree(workdir / "results/runs/fmnist_mlp/const/lr1e-05")
     snakemake(workdir, target, configs=configs)
     fresh = xr.load_dataset(workdir / target)
     assert resumed.attrs["status"] == fresh.attrs["status"]

@@ -34,10 +34,10 @@ def check(name: str, statistic: str, value, op: str, bound: float, note: str = "
     return Claim(name, statistic, value, f"{op} {bound:g}", bool(ok), note)
 
 
-def write_claims(claims: list[Claim], path, figure: str) -> None:
-    """Write ``{"figure": ..., "claims": [...], "all_hold": ...}`` atomically."""
+def write_claims(claims: list[Claim], path, figure: str, **extra) -> None:
+    """Write ``{"figure": ..., "claims": [...], "all_hold": ..., **extra}`` atomically."""
     write_json({"figure": figure, "claims": [asdict(c) for c in claims],
-                "all_hold": all(c.holds for c in claims)}, path)
+                "all_hold": all(c.holds for c in claims), **extra}, path)
 
 
 def save_figure(fig, *paths) -> None:

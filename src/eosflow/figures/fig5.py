@@ -88,8 +88,9 @@ def setting_claims(name: str, ds: xr.Dataset) -> list[Claim]:
     return claims
 
 
-def make_fig5(ds: xr.Dataset, pdf_path, png_path, claims_path) -> list[Claim]:
-    """Draw figure 5 from a sweep summary (:func:`eosflow.pipeline.summarize_runs`)."""
+def make_fig5(ds: xr.Dataset, pdf_path, png_path, claims_path, keep_open: bool = False):
+    """Draw figure 5 from a sweep summary (:func:`eosflow.pipeline.summarize_runs`); returns the
+    claims (and the figure too with ``keep_open``, for tests)."""
     sns.set_theme(style="whitegrid", context="paper", font_scale=1.1)
     settings = list(dict.fromkeys(ds["setting"].values.tolist()))
     fig, axes = plt.subplots(1, len(settings) + 1, figsize=(5.2 * (len(settings) + 1), 4.2), squeeze=False)
@@ -142,6 +143,11 @@ def make_fig5(ds: xr.Dataset, pdf_path, png_path, claims_path) -> list[Claim]:
     cbar = fig.colorbar(sm, ax=axes, label=r"$\eta_0$", pad=0.01, fraction=0.025)
     _log_axis(cbar.ax.yaxis)
     save_figure(fig, pdf_path, png_path)
-    plt.close(fig)
-    write_claims(claims, claims_path, figure="fig5")
-    return claims
+    if not keep_open:
+        plt.close(fig)
+    status = ds["status"].values
+    runs = {s: int((status == s).sum()) for s in ("converged", "max_epochs", "diverged")}
+    diverged = [{"setting": str(st), "lr": float(lr), "seed": int(sd)} for st, lr, sd, s in
+                zip(ds["setting"].values, ds["lr"].values, ds["seed"].values, status) if s == "diverged"]
+    write_claims(claims, claims_path, figure="fig5", runs=runs, diverged_runs=diverged)
+    return (claims, fig) if keep_open else claims
