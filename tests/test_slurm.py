@@ -299,3 +299,40 @@ def test_results_equal_a_local_run(runs):
     b = json.loads((runs.remote / "figures/fig5.claims.json").read_text())
     assert a == b
     assert (runs.remote / "figures/fig5.pdf").read_bytes()[:4] == b"%PDF"
+
+
+def test_scancelled_training_resumes_with_rerun_incomplete(runs):
+    """`scancel` of a running train job: SLURM sends SIGTERM, the trainer writes a checkpoint
+    and exits; Snakemake marks the outputs incomplete; rerun through SLURM with
+    `--rerun-incomplete`, the job resumes from the checkpoint and the metrics equal an
+    uninterrupted local run's."""
+    long = "train:\n  max_epochs: 6000\n  checkpoint_every: 100\n  acc_goal: 1.0\n" \
+           "settings:\n  fmnist_mlp:\n    model:\n      widths: [128]\n"
+    run_dir = "results/runs/fmnist_mlp/const/lr1e-05/seed0"
+    target = f"{run_dir}/metrics.nc"
+    for d in (runs.remote, runs.local):
+        (d / "long.yaml").write_text(long)
+    cmd = [*SNAKEMAKE, "--profile", PROFILE, target, "--configfile", "tiny.yaml", "long.yaml"]
+    with open(runs.remote / "scancel.out", "w") as out:
+        proc = subprocess.Popen(cmd, cwd=runs.remote, stdout=out, stderr=subprocess.STDOUT)
+        ckpt = runs.remote / run_dir / "checkpoint.pt"
+        deadline = time.monotonic() + RUN_TIMEOUT
+        while not ckpt.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert proc.poll() is None, (runs.remote / "scancel.out").read_text()[-3000:]
+        (slurm_id,) = [s for _, s, _ in SUBMITTED.findall((runs.remote / "scancel.out").read_text())]
+        assert _sh("scancel", slurm_id).returncode == 0
+        assert proc.wait(300) != 0  # the job failed: Snakemake stops and marks it incomplete
+    assert not (runs.remote / target).exists() and ckpt.exists()
+    again = subprocess.run([*cmd, "--rerun-incomplete"], cwd=runs.remote, capture_output=True, text=True,
+                           timeout=RUN_TIMEOUT)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    log = (runs.remote / "results/logs/train/fmnist_mlp/const/lr1e-05_seed0.log").read_text()
+    assert "resumed from checkpoint" in log, log[-3000:]
+    local = subprocess.run([*SNAKEMAKE, "--cores", "1", target, "--configfile", "tiny.yaml", "long.yaml"],
+                           cwd=runs.local, capture_output=True, text=True, timeout=RUN_TIMEOUT)
+    assert local.returncode == 0, local.stdout[-3000:]
+    with xr.open_dataset(runs.remote / target) as a, xr.open_dataset(runs.local / target) as b:
+        assert a.attrs["status"] == b.attrs["status"]
+        for v in ("train_loss", "train_acc", "test_acc", "grad_norm"):
+            np.testing.assert_array_equal(a[v].values, b[v].values, err_msg=v)
