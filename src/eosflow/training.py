@@ -16,7 +16,7 @@ import logging
 import math
 import signal
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -66,7 +66,6 @@ class TrainResult:
     snapshots: Tensor                       # (n_snapshots, P), float
     snapshot_steps: np.ndarray
     theta: Tensor
-    info: dict = field(default_factory=dict)
 
 
 class _StopRequest:
@@ -171,8 +170,7 @@ def train(objective: Objective, theta0: Tensor, cfg: TrainConfig, test: tuple[Te
     return TrainResult(status=status, metrics={m: np.asarray(v, dtype=np.float64) for m, v in metrics.items()},
                        steps=steps,
                        snapshots=torch.stack(snaps) if snaps else theta.new_zeros((0, theta.numel())),
-                       snapshot_steps=np.asarray(snap_steps, dtype=np.int64), theta=theta,
-                       info={"fingerprint": fp})
+                       snapshot_steps=np.asarray(snap_steps, dtype=np.int64), theta=theta)
 
 
 def schedule_tag(schedule: dict | None) -> str:
