@@ -66,3 +66,21 @@ def test_same_config_and_seed_give_byte_identical_cubes(tmp_path):
     record = json.loads(cube.attrs["config"])  # what is needed to rerun it
     assert record["seed"] == 3 and record["lr"] == 0.5 and record["model"]["widths"] == [6]
     assert "git" in cube.attrs["source"] and "torch" in cube.attrs["source"]
+
+
+def test_switch_schedule_is_applied_and_recorded(tmp_path):
+    g = torch.Generator().manual_seed(3)
+    save_torch({"x_train": torch.randn(20, 1, 2, 2, generator=g), "y_train": torch.arange(20) % 2,
+                "x_test": torch.randn(6, 1, 2, 2, generator=g), "y_test": torch.arange(6) % 2, "n_classes": 2},
+               tmp_path / "d.pt")
+    cfg = validate_config({
+        "device": "cpu",
+        "settings": {"s": {"dataset": "fashion-mnist", "n_train": 20, "n_test": 10, "loss": "ce",
+                           "model": {"arch": "mlp", "widths": [4]}}},
+        "train": {"max_epochs": 12, "acc_goal": 1.0}})
+    sched = {"kind": "switch", "epoch": 5, "lr_small": 0.01}
+    run_train(cfg, "s", 0.7, 0, tmp_path / "d.pt", tmp_path / "m.nc", tmp_path / "s.pt", schedule=sched,
+              progress=False)
+    m = xr.load_dataset(tmp_path / "m.nc")
+    np.testing.assert_allclose(m["lr_step"].values[:12], [0.7] * 5 + [0.01] * 7)
+    assert json.loads(m.attrs["config"])["schedule"] == sched
