@@ -12,18 +12,27 @@ from eosflow.objective import Objective
 from eosflow.pipeline import run_hessian, run_train
 
 
+def fake_data(path, n_train, n_test, side, n_classes, seed):
+    """A prepared-dataset file of Gaussian images (1 x side x side) with cycling labels."""
+    g = torch.Generator().manual_seed(seed)
+    data = {"x_train": torch.randn(n_train, 1, side, side, generator=g), "y_train": torch.arange(n_train) % n_classes,
+            "x_test": torch.randn(n_test, 1, side, side, generator=g), "y_test": torch.arange(n_test) % n_classes,
+            "n_classes": n_classes}
+    save_torch(data, path)
+    return data
+
+
+def small_config(model, loss="ce", **sections):
+    return validate_config({"device": "cpu", "settings": {"s": {
+        "dataset": "fashion-mnist", "n_train": 10, "n_test": 10, "loss": loss, "model": model}}, **sections})
+
+
 def test_hessian_rule_cadence_and_values(tmp_path):
-    g = torch.Generator().manual_seed(1)
-    data = {"x_train": torch.randn(48, 1, 3, 3, generator=g), "y_train": torch.arange(48) % 3,
-            "x_test": torch.randn(12, 1, 3, 3, generator=g), "y_test": torch.arange(12) % 3, "n_classes": 3}
-    save_torch(data, tmp_path / "d.pt")
-    cfg = validate_config({
-        "device": "cpu",
-        "settings": {"s": {"dataset": "fashion-mnist", "n_train": 48, "n_test": 12, "loss": "mse",
-                           "model": {"arch": "mlp", "widths": [5], "activation": "tanh"}}},
-        "train": {"max_epochs": 50, "snapshot_every": 10, "acc_goal": 1.0, "dtype": "float64",
-                  "sharpness_every": 20},
-        "hessian": {"k": 3, "every": 2, "eigvec_every": 2, "tol": 1e-8, "max_iter": 80, "n_samples": 30}})
+    data = fake_data(tmp_path / "d.pt", 48, 12, 3, 3, seed=1)
+    cfg = small_config(
+        {"arch": "mlp", "widths": [5], "activation": "tanh"}, "mse",
+        train={"max_epochs": 50, "snapshot_every": 10, "acc_goal": 1.0, "dtype": "float64", "sharpness_every": 20},
+        hessian={"k": 3, "every": 2, "eigvec_every": 2, "tol": 1e-8, "max_iter": 80, "n_samples": 30})
     status = run_train(cfg, "s", 0.3, 0, tmp_path / "d.pt", tmp_path / "m.nc", tmp_path / "s.pt", progress=False)
     assert status == "max_epochs"
     run_hessian(cfg, "s", tmp_path / "d.pt", tmp_path / "m.nc", tmp_path / "s.pt", tmp_path / "c.nc", progress=False)
@@ -45,15 +54,10 @@ def test_hessian_rule_cadence_and_values(tmp_path):
 
 
 def test_same_config_and_seed_give_byte_identical_cubes(tmp_path):
-    g = torch.Generator().manual_seed(2)
-    save_torch({"x_train": torch.randn(40, 1, 3, 3, generator=g), "y_train": torch.arange(40) % 2,
-                "x_test": torch.randn(10, 1, 3, 3, generator=g), "y_test": torch.arange(10) % 2, "n_classes": 2},
-               tmp_path / "d.pt")
-    cfg = validate_config({
-        "device": "cpu",
-        "settings": {"s": {"dataset": "fashion-mnist", "n_train": 40, "n_test": 10, "loss": "ce",
-                           "model": {"arch": "mlp", "widths": [6], "activation": "tanh"}}},
-        "train": {"max_epochs": 30, "snapshot_every": 10, "acc_goal": 1.0}, "hessian": {"k": 2, "eigvec_every": 1}})
+    fake_data(tmp_path / "d.pt", 40, 10, 3, 2, seed=2)
+    cfg = small_config({"arch": "mlp", "widths": [6], "activation": "tanh"},
+                       train={"max_epochs": 30, "snapshot_every": 10, "acc_goal": 1.0},
+                       hessian={"k": 2, "eigvec_every": 1})
     blobs = []
     for rep in ("a", "b"):
         d = tmp_path / rep
@@ -69,15 +73,8 @@ def test_same_config_and_seed_give_byte_identical_cubes(tmp_path):
 
 
 def test_switch_schedule_is_applied_and_recorded(tmp_path):
-    g = torch.Generator().manual_seed(3)
-    save_torch({"x_train": torch.randn(20, 1, 2, 2, generator=g), "y_train": torch.arange(20) % 2,
-                "x_test": torch.randn(6, 1, 2, 2, generator=g), "y_test": torch.arange(6) % 2, "n_classes": 2},
-               tmp_path / "d.pt")
-    cfg = validate_config({
-        "device": "cpu",
-        "settings": {"s": {"dataset": "fashion-mnist", "n_train": 20, "n_test": 10, "loss": "ce",
-                           "model": {"arch": "mlp", "widths": [4]}}},
-        "train": {"max_epochs": 12, "acc_goal": 1.0}})
+    fake_data(tmp_path / "d.pt", 20, 6, 2, 2, seed=3)
+    cfg = small_config({"arch": "mlp", "widths": [4]}, train={"max_epochs": 12, "acc_goal": 1.0})
     sched = {"kind": "switch", "epoch": 5, "lr_small": 0.01}
     run_train(cfg, "s", 0.7, 0, tmp_path / "d.pt", tmp_path / "m.nc", tmp_path / "s.pt", schedule=sched,
               progress=False)

@@ -18,7 +18,6 @@ skip into a failure). The cluster is stopped afterwards if this test started it.
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -32,9 +31,9 @@ import xarray as xr
 import yaml
 
 try:  # tests/ is on sys.path under pytest's default import mode
-    from test_workflow import fake_fashion_mnist
+    from test_workflow import copy_workflow
 except ImportError:  # pragma: no cover - other import modes, run from the repository root
-    from tests.test_workflow import fake_fashion_mnist
+    from tests.test_workflow import copy_workflow
 
 ROOT = Path(__file__).resolve().parents[1]
 TOOLS = ROOT.parent / "shared" / "tools"
@@ -129,20 +128,6 @@ def _stop(stop):
         time.sleep(0.5)
 
 
-def _copy_workflow(d):
-    for name in ("Snakefile", "config", "workflow", "envs", "src", "profiles"):
-        src = ROOT / name
-        if src.is_dir():
-            shutil.copytree(src, d / name, ignore=shutil.ignore_patterns("__pycache__"))
-        elif src.exists():
-            shutil.copy(src, d / name)
-    fake_fashion_mnist(d / "fmnist")
-    cfg = yaml.safe_load((ROOT / "tests/data/tiny.yaml").read_text())
-    cfg["data"] = {"fashion_mnist_dir": str(d / "fmnist"), "download": False}
-    (d / "tiny.yaml").write_text(yaml.safe_dump(cfg))
-    return d
-
-
 def _scontrol_jobs():
     """{SLURM job id: one-line `scontrol show job -d -o` record} of every job slurmctld knows."""
     try:
@@ -165,8 +150,8 @@ def _field(record, key):
 @pytest.fixture(scope="module")
 def runs(slurm_node, tmp_path_factory):
     """The tiny fig5 workflow through SLURM and, concurrently, locally."""
-    local = _copy_workflow(tmp_path_factory.mktemp("local"))
-    remote = _copy_workflow(tmp_path_factory.mktemp("slurm"))
+    local = copy_workflow(tmp_path_factory.mktemp("local"))
+    remote = copy_workflow(tmp_path_factory.mktemp("slurm"))
     t0 = time.monotonic()
     with open(local / "snakemake.out", "w") as lout, open(remote / "snakemake.out", "w") as rout:
         lp = subprocess.Popen([*SNAKEMAKE, "--cores", "2", TARGET, "--configfile", "tiny.yaml"],

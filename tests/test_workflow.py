@@ -36,9 +36,8 @@ def fake_fashion_mnist(folder, n_train=300, n_test=200):
         _write_idx(folder / f"{prefix}-labels-idx1-ubyte.gz", y)
 
 
-@pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
-    d = tmp_path_factory.mktemp("wf")
+def copy_workflow(d):
+    """A runnable copy of the workflow in ``d`` with fake Fashion-MNIST and ``tiny.yaml``."""
     for name in ("Snakefile", "config", "workflow", "envs", "src", "profiles"):
         src = ROOT / name
         if src.is_dir():
@@ -50,6 +49,11 @@ def workdir(tmp_path_factory):
     cfg["data"] = {"fashion_mnist_dir": str(d / "fmnist"), "download": False}
     (d / "tiny.yaml").write_text(yaml.safe_dump(cfg))
     return d
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    return copy_workflow(tmp_path_factory.mktemp("wf"))
 
 
 def snakemake(workdir, *args, check=True, configs=("tiny.yaml",)):
