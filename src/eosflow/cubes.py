@@ -53,7 +53,7 @@ def git_commit() -> str:
         return "unknown"
 
 
-def provenance() -> dict:
+def provenance(made_by: str = "rules train, hessian") -> dict:
     import torch
 
     # No wall-clock time here: the same config and seed give byte-identical cubes on a CPU
@@ -61,7 +61,7 @@ def provenance() -> dict:
     return {
         "Conventions": "CF-1.12",
         "source": f"eosflow {__version__} (git {git_commit()}); torch {torch.__version__}; xarray {xr.__version__}",
-        "history": f"created by eosflow {__version__} (rules train, hessian)",
+        "history": f"created by eosflow {__version__} ({made_by})",
     }
 
 

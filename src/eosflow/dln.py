@@ -25,6 +25,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from .cubes import provenance
+
 THETA0: tuple[float, float] = (-0.1, 10.0)
 #: Status codes of a trajectory (the ``status`` variable of :func:`simulate`).
 STATUS = {"converged": 0, "max_epochs": 1, "diverged": 2}
@@ -226,9 +228,8 @@ def simulate(lrs: Sequence[float], steps: int = DEFAULT_STEPS, theta0=THETA0):
                           {"long_name": "parameter index i of theta_i", "units": "1"}),
         },
         attrs={
-            "Conventions": "CF-1.12",
+            **provenance("eosflow.dln.simulate, rule dln_trajectories"),
             "title": "GD trajectories of the two-parameter diagonal linear network",
-            "source": "eosflow.dln.simulate",
             "model": "L = z(theta_1 theta_2), z(Theta) = Theta^2",
             "theta0": np.asarray(theta0, dtype=np.float64),
             "eta_eos": eta_eos(theta0),
