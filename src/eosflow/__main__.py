@@ -9,11 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
-
-import yaml
-
-from .config import ConfigError, validate_config
+from .config import ConfigError, read_yaml, validate_config
 
 
 def _merge(base: dict, over: dict) -> dict:
@@ -27,15 +23,7 @@ def check_config(files: list[str], default: str = "config/config.yaml") -> dict:
     """Merge ``default`` and ``files`` key by key and validate; raises ConfigError naming the file."""
     cfg: dict = {}
     for f in [default, *files]:
-        try:
-            part = yaml.safe_load(Path(f).read_text()) or {}
-        except FileNotFoundError:
-            raise ConfigError(f"{f}: no such file") from None
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{f}: not valid YAML: {e}") from None
-        if not isinstance(part, dict):
-            raise ConfigError(f"{f}: expected a mapping of config keys at the top level")
-        cfg = _merge(cfg, part)
+        cfg = _merge(cfg, read_yaml(f))
     return validate_config(cfg)
 
 

@@ -115,16 +115,26 @@ def validate_config(config: dict, schema: dict | None = None) -> dict:
     return cfg
 
 
-def load_config(path: str | Path) -> dict:
-    """Read a YAML file and validate it; malformed YAML gives an error naming the file and line."""
+def read_yaml(path: str | Path) -> dict:
+    """The mapping in a YAML config file; a missing file, malformed YAML (with line and column) or
+    a non-mapping gives a :class:`ConfigError` naming the file."""
     path = Path(path)
     try:
         raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    if raw is None:  # an empty file overrides nothing
+        raw = {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of config keys at the top level")
-    return validate_config(raw)
+    return raw
+
+
+def load_config(path: str | Path) -> dict:
+    """Read a YAML file and validate it."""
+    return validate_config(read_yaml(path))
 
 
 def lr_tag(lr) -> str:

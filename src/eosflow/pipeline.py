@@ -53,10 +53,7 @@ def run_train(cfg: dict, setting: str, lr: float, seed: int, data_path, out_metr
     data = load_prepared(data_path)
     obj = _objective(cfg, setting, data, device, dtype, seed)
     tc = cfg["train"]
-    tcfg = TrainConfig(lr=float(lr), acc_goal=tc["acc_goal"], max_epochs=tc["max_epochs"],
-                       diverge_loss=tc["diverge_loss"], eval_every=tc["eval_every"],
-                       snapshot_every=tc["snapshot_every"], checkpoint_every=tc["checkpoint_every"],
-                       sharpness_every=tc["sharpness_every"], schedule=schedule)
+    tcfg = TrainConfig(lr=float(lr), schedule=schedule, **{k: v for k, v in tc.items() if k != "dtype"})
     sharpness_fn = None
     if tc["sharpness_every"]:
         tracker = SpectrumTracker(k=1, tol=1e-3, max_iter=100)
