@@ -16,6 +16,8 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/hessian.smk"
 include: "workflow/rules/figures.smk"
+include: "workflow/rules/fig2.smk"
+include: "workflow/rules/fig4.smk"
 
 
 rule all:

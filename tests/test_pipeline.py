@@ -1,6 +1,8 @@
 """The train and hessian rules' functions on a small synthetic dataset, against dense oracles."""
 import json
 
+import pytest
+
 import numpy as np
 import torch
 import xarray as xr
@@ -81,3 +83,32 @@ def test_switch_schedule_is_applied_and_recorded(tmp_path):
     m = xr.load_dataset(tmp_path / "m.nc")
     np.testing.assert_allclose(m["lr_step"].values[:12], [0.7] * 5 + [0.01] * 7)
     assert json.loads(m.attrs["config"])["schedule"] == sched
+
+
+def test_forked_run_equals_a_run_trained_from_scratch(tmp_path):
+    """fig2's branch runs fork from the parent's snapshot at the switch epoch: same arrays as
+    training the whole switch schedule from step 0, without retraining the large-η phase."""
+    fake_data(tmp_path / "d.pt", 40, 10, 3, 2, seed=3)
+    cfg = small_config({"arch": "mlp", "widths": [6], "activation": "tanh"},
+                       train={"max_epochs": 30, "snapshot_every": 1, "acc_goal": 1.0, "eval_every": 4})
+    run_train(cfg, "s", 0.5, 0, tmp_path / "d.pt", tmp_path / "pm.nc", tmp_path / "ps.pt", progress=False)
+    sched = {"kind": "switch", "epoch": 13, "lr_small": 0.05}
+    run_train(cfg, "s", 0.5, 0, tmp_path / "d.pt", tmp_path / "sm.nc", tmp_path / "ss.pt", schedule=sched,
+              progress=False)
+    run_train(cfg, "s", 0.5, 0, tmp_path / "d.pt", tmp_path / "fm.nc", tmp_path / "fs.pt", schedule=sched,
+              progress=False, fork=(tmp_path / "pm.nc", tmp_path / "ps.pt"))
+    scratch, forked = xr.load_dataset(tmp_path / "sm.nc"), xr.load_dataset(tmp_path / "fm.nc")
+    for name in ("train_loss", "train_acc", "test_loss", "test_acc", "grad_norm", "lr_step"):
+        np.testing.assert_array_equal(forked[name].values, scratch[name].values, err_msg=name)
+    assert forked.attrs["status"] == scratch.attrs["status"] == "max_epochs"
+    assert forked["lr_step"].values[12] == np.float32(0.5) and forked["lr_step"].values[13] == np.float32(0.05)
+    fs, ss = torch.load(tmp_path / "fs.pt"), torch.load(tmp_path / "ss.pt")
+    assert fs["steps"].tolist() == list(range(13, 31))  # a fork's snapshots start at the fork
+    torch.testing.assert_close(fs["theta"], ss["theta"][13:], rtol=0, atol=0)
+    # a parent without a snapshot at the switch epoch is a clear error naming the file
+    cfg10 = small_config({"arch": "mlp", "widths": [6], "activation": "tanh"},
+                         train={"max_epochs": 30, "snapshot_every": 10, "acc_goal": 1.0})
+    run_train(cfg10, "s", 0.5, 0, tmp_path / "d.pt", tmp_path / "qm.nc", tmp_path / "qs.pt", progress=False)
+    with pytest.raises(ValueError, match=r"qs.pt have no step 13"):
+        run_train(cfg10, "s", 0.5, 0, tmp_path / "d.pt", tmp_path / "x.nc", tmp_path / "x.pt", schedule=sched,
+                  progress=False, fork=(tmp_path / "qm.nc", tmp_path / "qs.pt"))

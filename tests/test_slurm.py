@@ -293,7 +293,7 @@ def test_scancelled_training_resumes_with_rerun_incomplete(runs):
     uninterrupted local run's."""
     long = "train:\n  max_epochs: 6000\n  checkpoint_every: 100\n  acc_goal: 1.0\n" \
            "settings:\n  fmnist_mlp:\n    model:\n      widths: [128]\n"
-    run_dir = "results/runs/fmnist_mlp/const/lr1e-05/seed0"
+    run_dir = "results/runs/sweep/fmnist_mlp/const/lr1e-05/seed0"
     target = f"{run_dir}/metrics.nc"
     for d in (runs.remote, runs.local):
         (d / "long.yaml").write_text(long)
@@ -312,7 +312,7 @@ def test_scancelled_training_resumes_with_rerun_incomplete(runs):
     again = subprocess.run([*cmd, "--rerun-incomplete"], cwd=runs.remote, capture_output=True, text=True,
                            timeout=RUN_TIMEOUT)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
-    log = (runs.remote / "results/logs/train/fmnist_mlp/const/lr1e-05_seed0.log").read_text()
+    log = (runs.remote / "results/logs/train/sweep/fmnist_mlp/const/lr1e-05_seed0.log").read_text()
     assert "resumed from checkpoint" in log, log[-3000:]
     local = subprocess.run([*SNAKEMAKE, "--cores", "1", target, "--configfile", "tiny.yaml", "long.yaml"],
                            cwd=runs.local, capture_output=True, text=True, timeout=RUN_TIMEOUT)

@@ -91,10 +91,10 @@ def test_bad_config_fails_before_any_job(workdir):
 
 
 def test_pending_target_fails_with_message(workdir):
-    out = snakemake(workdir, "figures/fig2.pdf", check=False)
+    out = snakemake(workdir, "figures/fig7.pdf", check=False)
     assert out.returncode != 0
-    assert "figures/fig2.pdf is not built yet" in out.stdout + out.stderr
-    assert not (workdir / "figures/fig2.pdf").exists()
+    assert "figures/fig7.pdf is not built yet" in out.stdout + out.stderr
+    assert not (workdir / "figures/fig7.pdf").exists()
 
 
 def test_tiny_run_builds_fig1_fig5_and_cubes(workdir):
@@ -106,7 +106,7 @@ def test_tiny_run_builds_fig1_fig5_and_cubes(workdir):
         assert claims["figure"] == fig and claims["claims"]
         for c in claims["claims"]:
             assert set(c) >= {"name", "statistic", "value", "threshold", "holds"}
-    cubes = sorted((workdir / "results/runs").rglob("cube.nc"))
+    cubes = sorted((workdir / "results/runs/sweep").rglob("cube.nc"))
     assert len(cubes) == 3
     statuses = {}
     for p in cubes:
@@ -137,13 +137,60 @@ def test_tiny_run_builds_fig1_fig5_and_cubes(workdir):
     assert (workdir / "report.html").stat().st_size > 10_000
 
 
+def _job_counts(out) -> dict:
+    return {line.split()[0]: int(line.split()[1]) for line in out.stdout.splitlines()
+            if len(line.split()) == 2 and line.split()[1].isdigit()}
+
+
+def test_fig2_branch_jobs_appear_once_the_baseline_exists(workdir):
+    """fig2's branch runs depend on where the baseline's spikes are: a Snakemake checkpoint. Before
+    the baseline exists the dry run cannot list them; after the checkpoint ran, it does."""
+    before = snakemake(workdir, "-n", "figures/fig2.pdf")
+    assert _job_counts(before).get("train") == 1  # the baseline only
+    snakemake(workdir, "results/figures/fig2/plan.json")
+    plan = json.loads((workdir / "results/figures/fig2/plan.json").read_text())
+    assert plan["chosen"] and plan["branch"]["epochs"], plan
+    after = snakemake(workdir, "-n", "figures/fig2.pdf")
+    counts = _job_counts(after)
+    assert counts.get("train") == len(plan["branch"]["epochs"]) and counts.get("fig2_vectors") == 1, after.stdout
+    for e in plan["branch"]["epochs"]:
+        assert f"results/runs/fig2/fmnist_mlp/e{e}to0.01/lr8/seed0/cube.nc" in after.stdout
+
+
+def test_tiny_run_builds_fig2_fig3_fig4_and_eos(workdir):
+    targets = ["figures/fig2.pdf", "figures/fig3.pdf", "figures/fig4.pdf", "figures/ext/eos.pdf"]
+    snakemake(workdir, *targets)
+    for fig in ("fig2", "fig3", "fig4", "ext/eos"):
+        assert (workdir / f"figures/{fig}.pdf").read_bytes()[:4] == b"%PDF"
+        assert (workdir / f"figures/{fig}.png").stat().st_size > 10_000
+        claims = json.loads((workdir / f"figures/{fig}.claims.json").read_text())
+        assert claims["figure"] == fig and len(claims["claims"]) >= 2
+        for c in claims["claims"]:
+            assert set(c) >= {"name", "statistic", "value", "threshold", "holds"}
+            assert isinstance(c["holds"], bool) and (c["value"] is None or np.isfinite(c["value"]))
+    plan = json.loads((workdir / "results/figures/fig2/plan.json").read_text())
+    # branches fork from the baseline at their switch epoch, with eigenvectors every epoch
+    base = xr.load_dataset(workdir / "results/runs/fig2/fmnist_mlp/const/lr8/seed0/cube.nc")
+    assert "eigvec" not in base and list(base["hstep"].values) == list(range(31))
+    for e in plan["branch"]["epochs"]:
+        br = xr.load_dataset(workdir / f"results/runs/fig2/fmnist_mlp/e{e}to0.01/lr8/seed0/cube.nc")
+        assert int(br["vstep"][0]) == e and br.sizes["vstep"] == 5
+        np.testing.assert_array_equal(br["train_loss"].values[:e + 1], base["train_loss"].values[:e + 1])
+    vec = xr.load_dataset(workdir / "results/figures/fig2/vectors.nc")
+    assert list(vec["vstep"].values) == plan["vector_steps"]
+    # fig4: the e = 0 run is shared by every eta0; eos: one cube per eta
+    assert len(list((workdir / "results/runs/fig4").rglob("cube.nc"))) == 3
+    assert len(list((workdir / "results/runs/eos").rglob("cube.nc"))) == 2
+    out = snakemake(workdir, "-n", *targets)
+    assert "Nothing to be done" in out.stdout + out.stderr
+
+
 def test_another_k_reruns_hessian_not_training(workdir):
     snakemake(workdir, "figures/fig5.pdf")
     (workdir / "k1.yaml").write_text("hessian:\n  k: 1\n")
     out = snakemake(workdir, "-n", "figures/fig5.pdf", configs=("tiny.yaml", "k1.yaml"))
-    counts = dict(line.split()[:2] for line in out.stdout.splitlines()
-                  if len(line.split()) == 2 and line.split()[1].isdigit())
-    assert counts.get("hessian") == "3" and "train" not in counts, out.stdout
+    counts = _job_counts(out)
+    assert counts.get("hessian") == 3 and "train" not in counts, out.stdout
 
 
 def test_killed_training_job_resumes_with_rerun_incomplete(workdir):
@@ -156,9 +203,9 @@ def test_killed_training_job_resumes_with_rerun_incomplete(workdir):
 
     (workdir / "long.yaml").write_text("train:\n  max_epochs: 6000\n  checkpoint_every: 100\n  acc_goal: 1.0\n"
                                        "settings:\n  fmnist_mlp:\n    model:\n      widths: [128]\n")
-    target = "results/runs/fmnist_mlp/const/lr1e-05/seed0/metrics.nc"
+    target = "results/runs/sweep/fmnist_mlp/const/lr1e-05/seed0/metrics.nc"
     configs = ("tiny.yaml", "long.yaml")
-    ckpt = workdir / "results/runs/fmnist_mlp/const/lr1e-05/seed0/checkpoint.pt"
+    ckpt = workdir / "results/runs/sweep/fmnist_mlp/const/lr1e-05/seed0/checkpoint.pt"
     cmd = [*SNAKEMAKE, "--cores", "1", target, "--configfile", *configs]
     proc = subprocess.Popen(cmd, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
@@ -174,11 +221,11 @@ def test_killed_training_job_resumes_with_rerun_incomplete(workdir):
     assert not (workdir / target).exists()
     assert ckpt.exists()
     out = snakemake(workdir, target, "--rerun-incomplete", configs=configs)
-    log = (workdir / "results/logs/train/fmnist_mlp/const/lr1e-05_seed0.log").read_text()
+    log = (workdir / "results/logs/train/sweep/fmnist_mlp/const/lr1e-05_seed0.log").read_text()
     assert "resumed from checkpoint" in log, log[-2000:]
     resumed = xr.load_dataset(workdir / target)
     # the same run, uninterrupted
-    shutil.rmtree(workdir / "results/runs/fmnist_mlp/const/lr1e-05")
+    shutil.rmtree(workdir / "results/runs/sweep/fmnist_mlp/const/lr1e-05")
     snakemake(workdir, target, configs=configs)
     fresh = xr.load_dataset(workdir / target)
     assert resumed.attrs["status"] == fresh.attrs["status"]

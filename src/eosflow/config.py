@@ -12,6 +12,10 @@ from pathlib import Path
 import yaml
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+# Groups of runs, each with its own train/hessian overrides and its own results/runs/<group>/ tree:
+# ``sweep`` (fig5's grid, the top-level train/hessian blocks), and the figure experiments.
+EXPERIMENTS = ("sweep", "fig2", "fig4", "eos")
+
 MODEL_KEYS = {
     "mlp": {"arch", "widths", "activation", "init"},
     "cnn": {"arch", "channels", "activation", "init"},
@@ -110,9 +114,67 @@ def validate_config(config: dict, schema: dict | None = None) -> dict:
             if sname not in cfg["settings"]:
                 problems.append(f"config key {fig}.settings[{i}]: unknown setting {sname!r}; "
                                 f"defined settings: {sorted(cfg['settings'])}")
+    for exp in EXPERIMENTS[1:]:
+        block = cfg.get(exp, {})
+        # a block left to its defaults names fmnist_mlp: checked where the figure is requested
+        if exp in config and block.get("setting") not in cfg["settings"]:
+            problems.append(f"config key {exp}.setting: unknown setting {block['setting']!r}; "
+                            f"defined settings: {sorted(cfg['settings'])}")
+        overrides = [("train", block.get("train"), f"{exp}.train"), ("hessian", block.get("hessian"), f"{exp}.hessian")]
+        if exp == "fig2":
+            overrides.append(("hessian", block.get("branch", {}).get("hessian"), "fig2.branch.hessian"))
+        for base, over, key in overrides:
+            problems += _override_problems(cfg, schema, base, over or {}, key)
+    if cfg.get("fig2", {}).get("train", {}).get("snapshot_every", 1) != 1:
+        problems.append("config key fig2.train.snapshot_every: must be 1 (fig2 and fig3 need every epoch's "
+                        "parameters for eigenvectors, branch runs and slices)")
+    fig4 = cfg.get("fig4")
+    if fig4:
+        end = {**cfg["train"], **fig4["train"]}["max_epochs"]
+        late = [e for e in fig4["switch_epochs"] if e >= end]
+        if late:
+            problems.append(f"config key fig4.switch_epochs: {late} are not before the end of training "
+                            f"(fig4.train.max_epochs = {end}); switch earlier or train longer")
     if problems:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
     return cfg
+
+
+def _override_problems(cfg: dict, schema: dict, base: str, over: dict, key: str) -> list[str]:
+    """Check a figure's ``train``/``hessian`` overrides as the merged block they make."""
+    import jsonschema
+
+    sub = _subschema(schema["properties"][base], schema)
+    unknown = sorted(set(over) - set(sub["properties"]))
+    if unknown:
+        return [f"config key {key}: unknown keys {unknown}; allowed: {sorted(sub['properties'])}"]
+    merged = {**cfg[base], **over}
+    errs = jsonschema.Draft202012Validator({**sub, "$defs": schema.get("$defs", {})}).iter_errors(merged)
+    return [f"config key {key}.{'.'.join(map(str, e.absolute_path))}: {e.message}" for e in errs]
+
+
+def run_settings(cfg: dict, exp: str, setting: str, schedule: dict | None = None) -> dict:
+    """The configuration one run's jobs depend on: ``device``, its ``setting``, and the ``train``
+    and ``hessian`` blocks with experiment ``exp``'s overrides (``sweep``: the blocks as they are).
+
+    fig2's switch-schedule runs are its branch runs: they train ``fig2.branch.epochs`` past the
+    switch and use ``fig2.branch.hessian`` over fig2's Hessian settings.
+    """
+    if exp not in EXPERIMENTS:
+        raise ConfigError(f"unknown experiment {exp!r}; allowed: {list(EXPERIMENTS)}")
+    train, hessian = dict(cfg["train"]), dict(cfg["hessian"])
+    if exp != "sweep":
+        block = cfg[exp]
+        train.update(block.get("train", {}))
+        hessian.update(block.get("hessian", {}))
+        if exp == "fig2" and schedule and schedule.get("kind") == "switch":
+            train["max_epochs"] = int(schedule["epoch"]) + int(block["branch"]["epochs"])
+            hessian.update(block["branch"].get("hessian", {}))
+    if setting not in cfg["settings"]:
+        raise ConfigError(f"config key {exp}.setting: unknown setting {setting!r}; defined settings: "
+                          f"{sorted(cfg['settings'])}")
+    return {"device": cfg["device"], "settings": {setting: cfg["settings"][setting]}, "train": train,
+            "hessian": hessian}
 
 
 def read_yaml(path: str | Path) -> dict:

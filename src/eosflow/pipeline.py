@@ -24,7 +24,7 @@ from .hessian import SpectrumTracker, top_eigenpairs
 from .io import save_torch
 from .models import build_model
 from .objective import Objective
-from .training import TrainConfig, train
+from .training import METRICS, TrainConfig, train
 
 log = logging.getLogger(__name__)
 
@@ -45,9 +45,28 @@ def _objective(cfg, setting, data, device, dtype, seed, n=None, chunk_size=None)
     return Objective(model, x.to(device, dtype), y.to(device), s["loss"], chunk_size or s["chunk_size"])
 
 
+def fork_state(parent_metrics, parent_snapshots, step: int, device="cpu") -> dict:
+    """The state of a parent run at ``step`` for :func:`eosflow.training.train`'s ``start``: its
+    parameters there (from its snapshots) and its metrics before. Errors name the files."""
+    snaps = torch.load(parent_snapshots, map_location=device, weights_only=True)
+    steps = snaps["steps"].tolist()
+    if step not in steps:
+        raise ValueError(f"parent snapshots {parent_snapshots} have no step {step} (they hold {len(steps)} "
+                         f"steps, {steps[:3]}...{steps[-3:]}); fork at a snapshot step or set the parent's "
+                         "train.snapshot_every to 1")
+    m = xr.load_dataset(parent_metrics, engine="netcdf4")
+    names = {"lr": "lr_step"}
+    metrics = {k: m[names.get(k, k)].values[:step] for k in METRICS}
+    return {"step": step, "theta": snaps["theta"][steps.index(step)], "metrics": metrics}
+
+
 def run_train(cfg: dict, setting: str, lr: float, seed: int, data_path, out_metrics, out_snapshots,
-              checkpoint=None, schedule: dict | None = None, progress=True) -> str:
-    """Train one run; returns its status. Resumes from ``checkpoint`` if present; removes it at the end."""
+              checkpoint=None, schedule: dict | None = None, progress=True, fork=None) -> str:
+    """Train one run; returns its status. Resumes from ``checkpoint`` if present; removes it at the end.
+
+    ``fork = (parent_metrics, parent_snapshots)``: a switch-schedule run starts from its parent's
+    snapshot at the switch epoch instead of retraining the large-η phase (same result, cheaper).
+    """
     device = resolve_device(cfg["device"])
     dtype = getattr(torch, cfg["train"]["dtype"])
     data = load_prepared(data_path)
@@ -61,8 +80,13 @@ def run_train(cfg: dict, setting: str, lr: float, seed: int, data_path, out_metr
     log.info("run %s lr=%g seed=%d on %s: %d parameters, %d training examples", setting, lr, seed, device,
              obj.dim, obj.n)
     test = (data["x_test"].to(device, dtype), data["y_test"].to(device))
+    start = None
+    if fork is not None:
+        if not schedule or schedule.get("kind") != "switch":
+            raise ValueError("fork needs a switch schedule: the run starts at its switch epoch")
+        start = fork_state(*fork, int(schedule["epoch"]), device=device)
     result = train(obj, obj.flatten(), tcfg, test=test, checkpoint=checkpoint, sharpness_fn=sharpness_fn,
-                   progress=progress, desc=f"{setting} lr={lr:g} seed={seed}")
+                   progress=progress, desc=f"{setting} lr={lr:g} seed={seed}", start=start)
     ds = metrics_dataset(result, lr, seed, run_record(cfg, setting, lr, seed, schedule),
                          extra_attrs={"setting": setting, "n_parameters": obj.dim})
     save_torch({"steps": torch.as_tensor(result.snapshot_steps), "theta": result.snapshots.cpu(),
@@ -73,8 +97,13 @@ def run_train(cfg: dict, setting: str, lr: float, seed: int, data_path, out_metr
     return result.status
 
 
-def run_hessian(cfg: dict, setting: str, data_path, metrics_path, snapshots_path, out_cube, progress=True) -> None:
-    """Top-k Hessian eigenpairs at every snapshot of a run, joined with its metrics into the cube."""
+def run_hessian(cfg: dict, setting: str, data_path, metrics_path, snapshots_path, out_cube, progress=True,
+                steps=None) -> None:
+    """Top-k Hessian eigenpairs at every snapshot of a run, joined with its metrics into the cube.
+
+    ``steps``: measure only the snapshots at these steps (``hessian.every`` then does not apply;
+    ``hessian.eigvec_every`` counts among them). Steps without a snapshot are an error.
+    """
     metrics = xr.load_dataset(metrics_path, engine="netcdf4")
     seed = int(metrics["seed"])
     hc = cfg["hessian"]
@@ -83,8 +112,16 @@ def run_hessian(cfg: dict, setting: str, data_path, metrics_path, snapshots_path
     data = load_prepared(data_path)
     obj = _objective(cfg, setting, data, device, dtype, seed, n=hc["n_samples"], chunk_size=hc["chunk_size"])
     snaps = torch.load(snapshots_path, map_location=device, weights_only=True)
-    steps, thetas = snaps["steps"].tolist(), snaps["theta"]
-    keep = [i for i in range(len(steps)) if i % hc["every"] == 0 or i == len(steps) - 1]
+    steps_all, thetas = snaps["steps"].tolist(), snaps["theta"]
+    if steps is None:
+        keep = [i for i in range(len(steps_all)) if i % hc["every"] == 0 or i == len(steps_all) - 1]
+    else:
+        missing = sorted(set(int(t) for t in steps) - set(steps_all))
+        if missing:
+            raise ValueError(f"snapshots {snapshots_path} have no steps {missing[:5]}; measure snapshot steps only")
+        wanted = set(int(t) for t in steps)
+        keep = [i for i, t in enumerate(steps_all) if t in wanted]
+    steps = steps_all
     k = min(hc["k"], obj.dim)
     tracker = SpectrumTracker(k=k, tol=hc["tol"], max_iter=hc["max_iter"])
     eigvals, residuals, iters, vecs, vsteps = [], [], [], [], []

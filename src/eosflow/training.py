@@ -2,7 +2,7 @@
 parameter snapshots and atomic, resumable checkpoints.
 
 One step is one epoch (full batch). Metrics at step ``t`` describe ``θ_t`` (before its update).
-A run ends ``converged`` (training accuracy reached ``acc_goal``), ``max_epochs`` (the cap), or
+A run ends ``converged`` (training accuracy reached ``acc_goal``; ``None``: never), ``max_epochs`` (the cap), or
 ``diverged`` (a training loss that is NaN/inf or above ``diverge_loss``); a diverged run is a
 result, not an error.
 """
@@ -45,7 +45,7 @@ def lr_at(step: int, lr0: float, schedule: dict | None = None) -> float:
 @dataclass
 class TrainConfig:
     lr: float
-    acc_goal: float = 0.999
+    acc_goal: float | None = 0.999
     max_epochs: int = 3000
     diverge_loss: float = 1e3
     eval_every: int = 10
@@ -92,8 +92,12 @@ class _StopRequest:
 
 def train(objective: Objective, theta0: Tensor, cfg: TrainConfig, test: tuple[Tensor, Tensor] | None = None,
           checkpoint: str | Path | None = None, sharpness_fn=None, progress: bool | object = True,
-          desc: str = "train") -> TrainResult:
+          desc: str = "train", start: dict | None = None) -> TrainResult:
     """Run full-batch GD from ``theta0``; resume from ``checkpoint`` when it exists and matches.
+
+    ``start``: fork from another run instead of step 0: ``{"step": t, "theta": θ_t, "metrics":
+    {name: values of steps 0..t-1}}`` (the parent's history; snapshots start at ``t``). A run
+    forked from a parent with the same η schedule up to ``t`` equals one trained from scratch.
 
     ``sharpness_fn(theta) -> float`` is called every ``cfg.sharpness_every`` steps when given.
     ``progress``: False, True (tqdm to stderr) or a file object for tqdm (a rule's log).
@@ -102,6 +106,12 @@ def train(objective: Objective, theta0: Tensor, cfg: TrainConfig, test: tuple[Te
     snaps, snap_steps = [], []
     theta, t = theta0.detach().clone(), 0
     fp = cfg.fingerprint()
+    if start is not None:
+        t, theta = int(start["step"]), start["theta"].detach().to(theta.device, theta.dtype).clone()
+        metrics = {m: [float(x) for x in start["metrics"][m][:t]] for m in METRICS}
+        if any(len(v) != t for v in metrics.values()):
+            raise ValueError(f"start: the parent history must cover steps 0..{t - 1}")
+        log.info("forked from a parent run at step %d", t)
     ckpt = Path(checkpoint) if checkpoint else None
     if ckpt is not None and ckpt.exists():
         state = torch.load(ckpt, map_location=theta.device, weights_only=False)
@@ -130,7 +140,7 @@ def train(objective: Objective, theta0: Tensor, cfg: TrainConfig, test: tuple[Te
             diverged = not math.isfinite(loss) or loss > cfg.diverge_loss or not bool(torch.isfinite(g).all())
             if diverged:
                 status = "diverged"
-            elif acc >= cfg.acc_goal:
+            elif cfg.acc_goal is not None and acc >= cfg.acc_goal:
                 status = "converged"
             elif t >= cfg.max_epochs:
                 status = "max_epochs"

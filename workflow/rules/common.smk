@@ -1,4 +1,5 @@
 # Configuration validation, wildcard constraints and every input function.
+import json
 import os
 import sys
 from pathlib import Path
@@ -11,8 +12,8 @@ _env = os.environ
 _env["PYTHONPATH"] = os.pathsep.join(p for p in (_SRC, _env.get("PYTHONPATH", "")) if p)
 
 from snakemake.exceptions import WorkflowError  # noqa: E402
-from eosflow.config import ConfigError, load_schema, lr_tag, validate_config  # noqa: E402
-from eosflow.training import schedule_from_tag  # noqa: E402
+from eosflow.config import ConfigError, EXPERIMENTS, load_schema, lr_tag, run_settings, validate_config  # noqa: E402
+from eosflow.training import schedule_from_tag, schedule_tag  # noqa: E402
 
 try:
     _validated = validate_config(
@@ -23,14 +24,17 @@ except ConfigError as _err:
 config.clear()
 config.update(_validated)
 
-IMPLEMENTED = ["fig1", "fig5"]
+IMPLEMENTED = ["fig1", "fig2", "fig3", "fig4", "fig5", "ext/eos"]
 # Catalog targets whose rules later work fills in (see README); they fail with a clear message.
-PENDING = ["fig2", "fig3", "fig4", "fig6", "fig7", "fig8", "fig9", "fig12"]
-PENDING_EXT = ["mse_flattening", "eos", "sgd_flattening", "clipped_ada"]
-RUNS = "results/runs/{setting}/{sched}/lr{lr}/seed{seed}"
+PENDING = ["fig6", "fig7", "fig8", "fig9", "fig12"]
+PENDING_EXT = ["mse_flattening", "sgd_flattening", "clipped_ada"]
+# One directory per run: {exp} is its group (sweep: fig5's grid under the top-level train/hessian
+# blocks; fig2, fig4, eos: those figures' runs under their own overrides).
+RUNS = "results/runs/{exp}/{setting}/{sched}/lr{lr}/seed{seed}"
 
 
 wildcard_constraints:
+    exp="|".join(EXPERIMENTS),
     setting=r"[A-Za-z][A-Za-z0-9_]*",
     sched=r"const|e\d+to[0-9.e+-]+",
     lr=r"[0-9][0-9.e+-]*",
@@ -57,24 +61,38 @@ def data_spec(wildcards):
     }
 
 
-def run_files(setting, lr, seed, sched="const", name="cube.nc"):
-    return f"{RUNS}/{name}".format(setting=setting, sched=sched, lr=lr_tag(lr), seed=seed)
+def run_files(setting, lr, seed, sched="const", name="cube.nc", exp="sweep"):
+    return f"{RUNS}/{name}".format(exp=exp, setting=setting, sched=sched, lr=lr_tag(lr), seed=seed)
 
 
 def schedule_of(wildcards):
     return schedule_from_tag(wildcards.sched)
 
 
-def run_config(wildcards, keys=("train",)):
-    """The part of the config a run's job depends on (its params: changing anything else, e.g.
-    hessian.k for the train rule, does not rerun it)."""
-    out = {"device": config["device"], "settings": {wildcards.setting: config["settings"][wildcards.setting]}}
-    out.update({k: config[k] for k in keys})
-    return out
+def _run_settings(wildcards):
+    try:
+        return run_settings(config, wildcards.exp, wildcards.setting, schedule_of(wildcards))
+    except ConfigError as err:
+        raise WorkflowError(f"eosflow: {err}") from None
+
+
+def run_config(wildcards):
+    """The part of the config a run's training depends on (its params: changing anything else,
+    e.g. hessian.k, does not rerun it)."""
+    return {k: v for k, v in _run_settings(wildcards).items() if k != "hessian"}
 
 
 def hessian_config(wildcards):
-    return run_config(wildcards, keys=("train", "hessian"))
+    return _run_settings(wildcards)
+
+
+def fork_parent(wildcards):
+    """fig2's branch runs start from the baseline's snapshot at their switch epoch."""
+    if wildcards.exp != "fig2" or wildcards.sched == "const":
+        return {}
+    parent = dict(exp="fig2", setting=wildcards.setting, lr=wildcards.lr, seed=wildcards.seed, sched="const")
+    return {"parent_metrics": f"{RUNS}/metrics.nc".format(**parent),
+            "parent_snapshots": f"{RUNS}/snapshots.pt".format(**parent)}
 
 
 def gpu_request(wildcards=None):
@@ -89,6 +107,50 @@ def fig5_cubes(wildcards=None):
 def fig5_cubes_by_setting():
     c = config["fig5"]
     return {s: [run_files(s, lr, seed) for lr in c["lrs"] for seed in c["seeds"]] for s in c["settings"]}
+
+
+def fig2_run(name):
+    """A file of fig2's baseline run (the run fig3 slices too)."""
+    c = config["fig2"]
+    return run_files(c["setting"], c["lr"], c["seed"], name=name, exp="fig2")
+
+
+def fig2_settings(hessian=None):
+    c = config["fig2"]
+    cfg = run_settings(config, "fig2", c["setting"])
+    cfg["hessian"].update(hessian or {})
+    return cfg
+
+
+def fig2_branch_cubes(wildcards=None):
+    """The branch runs' cubes: known once the checkpoint rule fig2_instabilities has found the spikes."""
+    with open(checkpoints.fig2_instabilities.get().output[0]) as f:
+        plan = json.load(f)
+    c, b = config["fig2"], plan["branch"]
+    return [run_files(c["setting"], c["lr"], c["seed"], exp="fig2",
+                      sched=schedule_tag({"kind": "switch", "epoch": e, "lr_small": b["lr_small"]}))
+            for e in b["epochs"]]
+
+
+def fig4_runs():
+    """fig4's grid: one row per (η₀, e, seed); e = 0 is the η_small run, shared by every η₀."""
+    c = config["fig4"]
+    rows = []
+    for seed in c["seeds"]:
+        for lr0 in c["lrs"]:
+            for e in c["switch_epochs"]:
+                if e == 0:
+                    path = run_files(c["setting"], c["lr_small"], seed, exp="fig4")
+                else:
+                    sched = schedule_tag({"kind": "switch", "epoch": e, "lr_small": c["lr_small"]})
+                    path = run_files(c["setting"], lr0, seed, sched=sched, exp="fig4")
+                rows.append({"lr0": lr0, "epoch": e, "seed": seed, "path": path})
+    return rows
+
+
+def eos_cubes(wildcards=None):
+    c = config["eos"]
+    return [run_files(c["setting"], lr, seed, exp="eos") for lr in c["lrs"] for seed in c["seeds"]]
 
 
 def figure_outputs(fig):

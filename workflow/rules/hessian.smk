@@ -8,9 +8,9 @@ rule hessian:
     params:
         cfg=hessian_config,
     log:
-        "results/logs/hessian/{setting}/{sched}/lr{lr}_seed{seed}.log",
+        "results/logs/hessian/{exp}/{setting}/{sched}/lr{lr}_seed{seed}.log",
     benchmark:
-        "results/benchmarks/hessian/{setting}/{sched}/lr{lr}_seed{seed}.tsv"
+        "results/benchmarks/hessian/{exp}/{setting}/{sched}/lr{lr}_seed{seed}.tsv"
     threads: 1
     resources:
         mem_mb=4000,

@@ -1,5 +1,6 @@
 rule train:
     input:
+        unpack(fork_parent),
         data=lambda w: data_path(w.setting),
     output:
         metrics=f"{RUNS}/metrics.nc",
@@ -9,9 +10,9 @@ rule train:
         schedule=schedule_of,
         checkpoint=f"{RUNS}/checkpoint.pt",
     log:
-        "results/logs/train/{setting}/{sched}/lr{lr}_seed{seed}.log",
+        "results/logs/train/{exp}/{setting}/{sched}/lr{lr}_seed{seed}.log",
     benchmark:
-        "results/benchmarks/train/{setting}/{sched}/lr{lr}_seed{seed}.tsv"
+        "results/benchmarks/train/{exp}/{setting}/{sched}/lr{lr}_seed{seed}.tsv"
     threads: 1
     resources:
         mem_mb=4000,

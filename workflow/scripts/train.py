@@ -5,6 +5,7 @@ from eosflow.pipeline import run_train
 sm = snakemake  # noqa: F821
 with rule_logging(sm.log[0], sm.threads) as progress:
     w = sm.wildcards
+    fork = (sm.input.parent_metrics, sm.input.parent_snapshots) if "parent_snapshots" in sm.input.keys() else None
     run_train(sm.params.cfg, w.setting, float(w.lr), int(w.seed), sm.input.data, sm.output.metrics,
               sm.output.snapshots, checkpoint=sm.params.checkpoint, schedule=sm.params.schedule,
-              progress=progress)
+              progress=progress, fork=fork)

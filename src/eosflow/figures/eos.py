@@ -1,0 +1,92 @@
+"""Extension target ``figures/ext/eos.pdf``: the edge of stability (Cohen et al. 2021).
+
+S(θ) over training against the 2/η line for several η below and above the stability limit
+η_eos = 2/S(θ₀). Expected: above the limit, η·S/2 hovers at 1 (the edge of stability); below it,
+η·S/2 stays under 1. The statistic is the median of η·S/2 over the second half of each run's
+training.
+"""
+
+from __future__ import annotations
+
+import math
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import seaborn as sns  # noqa: E402
+import xarray as xr  # noqa: E402
+
+from .common import Claim, check, save_figure, write_claims  # noqa: E402
+
+
+def second_half_ratio(cube: xr.Dataset) -> float:
+    """Median of η·S/2 over the Hessian measurements in the second half of the run's steps."""
+    lr = float(cube["lr"])
+    h, s = cube["hstep"].values, cube["sharpness"].values.astype(float)
+    keep = (h >= cube["step"].values[-1] / 2) & np.isfinite(s)
+    return float(np.median(lr * s[keep] / 2)) if keep.any() else float("nan")
+
+
+def summarize(cubes: list[xr.Dataset]) -> list[dict]:
+    rows = []
+    for c in cubes:
+        rows.append({"lr": float(c["lr"]), "seed": int(c["seed"]), "status": c.attrs["status"],
+                     "eta_eos": float(c.attrs.get("eta_eos", math.nan)), "n_steps": int(c["step"].values[-1]),
+                     "median_ratio_second_half": second_half_ratio(c)})
+    for r in rows:
+        r["above_limit"] = bool(r["lr"] > r["eta_eos"]) if math.isfinite(r["eta_eos"]) else None
+    return rows
+
+
+def eos_claims(rows: list[dict]) -> list[Claim]:
+    above = [r["median_ratio_second_half"] for r in rows if r["above_limit"] and r["status"] != "diverged"]
+    below = [r["median_ratio_second_half"] for r in rows if r["above_limit"] is False]
+    stat = "median over the second half of training of eta*S/2"
+    return [
+        check("above the limit, GD sits at the edge of stability (lower end)", f"min over runs above eta_eos of {stat}",
+              min(above) if above else None, ">=", 0.8, note="" if above else "no run above eta_eos"),
+        check("above the limit, GD sits at the edge of stability (upper end)", f"max over runs above eta_eos of {stat}",
+              max(above) if above else None, "<=", 1.2, note="" if above else "no run above eta_eos"),
+        check("below the limit, GD stays stable", f"max over runs below eta_eos of {stat}",
+              max(below) if below else None, "<", 1, note="" if below else "no run below eta_eos"),
+    ]
+
+
+def make_eos(cubes: list[xr.Dataset], pdf_path, png_path, claims_path, keep_open: bool = False):
+    """Draw the edge-of-stability check and write its claims."""
+    sns.set_theme(style="whitegrid", context="paper", font_scale=1.1)
+    cubes = sorted(cubes, key=lambda c: (float(c["lr"]), int(c["seed"])))
+    rows = summarize(cubes)
+    lrs = sorted({r["lr"] for r in rows})
+    pal = dict(zip(lrs, sns.color_palette("viridis", len(lrs))))
+    fig, (ax, ax_r) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for c, r in zip(cubes, rows):
+        col = pal[r["lr"]]
+        h, s = c["hstep"].values, c["sharpness"].values
+        side = "above" if r["above_limit"] else "below"
+        ax.plot(h, s, color=col, lw=1, label=rf"$\eta$ = {r['lr']:g} ({side})")
+        ax.axhline(2 / r["lr"], color=col, ls="--", lw=0.8)
+        ax_r.plot(h, r["lr"] * s / 2, color=col, lw=1)
+        if r["status"] == "diverged":
+            ax.scatter(h[-1:], s[-1:], marker="v", color="tab:red", zorder=3)
+    eos = [r["eta_eos"] for r in rows if math.isfinite(r["eta_eos"])]
+    ax.set_yscale("log")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(r"sharpness $S(\theta)$ (dashed: $2/\eta$)")
+    ax.set_title(r"(a) $S(\theta)$ against $2/\eta$" + (rf", $\eta_{{eos}}$ = {np.median(eos):.3g}" if eos else ""))
+    ax.legend(fontsize=7)
+    ax_r.axhline(1.0, color="k", ls=":", lw=1.2)
+    ax_r.axhspan(0.8, 1.2, color="0.9", zorder=0)
+    ax_r.set_xlabel("epoch")
+    ax_r.set_ylabel(r"$\eta \cdot S(\theta) / 2$")
+    ax_r.set_title("(b) distance to the edge (band: 0.8-1.2)")
+    fig.tight_layout()
+    claims = eos_claims(rows)
+    save_figure(fig, pdf_path, png_path)
+    write_claims(claims, claims_path, "ext/eos", runs=rows)
+    if keep_open:
+        return claims, fig
+    plt.close(fig)
+    return claims

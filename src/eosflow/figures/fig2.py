@@ -1,0 +1,179 @@
+"""Figure 2: the top Hessian eigenvectors rotate during instabilities; stable training undoes it.
+
+The baseline is one full-batch GD run above its stability limit with the top-k eigenvalues
+measured every epoch. :func:`plan_fig2` (the ``fig2_instabilities`` checkpoint rule) detects its
+loss spikes (:mod:`eosflow.instability`), picks the largest, and derives from them the epochs
+whose eigenvectors are stored (``vector_steps``), the branch runs' switch epochs and fig3's
+snapshot steps. :func:`make_fig2` draws:
+
+- left: L(θ) and S(θ) over epochs with 2/η, the chosen instabilities shaded and numbered;
+- top row, one panel per chosen instability: ``|⟨vᵢ(t), vᵢ(onset)⟩|`` for i = 1..3 (coloured) and
+  the top-3 subspace similarity to the onset's eigenspace (black), from onset to end;
+- bottom: the branch runs (switch to a small η at several timings inside one instability,
+  coloured): subspace similarity of their top-3 eigenspace to the baseline's at the onset; the
+  baseline's own curve in black.
+"""
+
+from __future__ import annotations
+
+import math
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import seaborn as sns  # noqa: E402
+import xarray as xr  # noqa: E402
+
+from ..instability import align_sharpness, branch_epochs, detect_instabilities  # noqa: E402
+from ..landscape import snapshot_steps  # noqa: E402
+from ..metrics import eigvec_similarity, spearman, subspace_similarity  # noqa: E402
+from .common import Claim, check, save_figure, write_claims  # noqa: E402
+
+
+def _instabilities(cube: xr.Dataset, min_rise: float):
+    steps = cube["step"].values
+    sharp = align_sharpness(steps, cube["hstep"].values, cube["sharpness"].values)
+    return detect_instabilities(cube["train_loss"].values, sharp, cube["lr_step"].values, steps, min_rise=min_rise)
+
+
+def plan_fig2(cube: xr.Dataset, fig2: dict, fig3: dict) -> dict:
+    """What fig2's and fig3's later jobs need from the baseline cube (a JSON-able dict)."""
+    found = _instabilities(cube, fig2["min_rise"])
+    last = int(cube["step"].values[-1])
+    returned = [s for s in found if s.returned]
+    chosen = sorted(sorted(returned, key=lambda s: -s.rise)[:fig2["instabilities"]], key=lambda s: s.onset)
+    vec = fig2["vectors"]
+    vector_steps: set[int] = set()
+    for s in chosen:
+        vector_steps.update(range(max(0, s.onset - vec["before"]), min(last, s.end + vec["after"]) + 1))
+    branch = {"instability": None, "epochs": [], "lr_small": fig2["branch"]["lr_small"]}
+    b = fig2["branch"]["instability"]
+    if len(chosen) >= b:
+        inst = chosen[b - 1]
+        epochs = [e for e in branch_epochs(inst, fig2["branch"]["at"]) if e < last]
+        branch.update(instability=b, epochs=epochs)
+        if epochs:  # the baseline's own curve over the branches' window
+            vector_steps.update(range(inst.onset, min(last, max(epochs) + fig2["branch"]["epochs"]) + 1))
+    f3 = fig3["instability"]
+    steps3 = snapshot_steps(chosen[f3 - 1].onset, chosen[f3 - 1].end, fig3["snapshots"]) if len(chosen) >= f3 else []
+    return {"setting": fig2["setting"], "lr": float(fig2["lr"]), "seed": int(fig2["seed"]), "last_step": last,
+            "status": cube.attrs.get("status"), "min_rise": fig2["min_rise"],
+            "instabilities": [s.as_dict() for s in found], "chosen": [s.as_dict() for s in chosen],
+            "branch": branch, "vector_steps": sorted(vector_steps), "fig3_instability": f3,
+            "fig3_steps": steps3}
+
+
+def _vectors(ds: xr.Dataset) -> dict[int, np.ndarray]:
+    return {int(t): ds["eigvec"].sel(vstep=t).values for t in ds["vstep"].values} if "eigvec" in ds else {}
+
+
+def rotation_curves(vecs: dict[int, np.ndarray], ref: np.ndarray, steps) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(steps with vectors, per-eigenvector |cos| to ``ref`` (n, k), top-k subspace similarity (n,))."""
+    steps = np.array([t for t in steps if t in vecs], dtype=int)
+    per = np.array([np.asarray(eigvec_similarity(vecs[t], ref)) for t in steps]).reshape(len(steps), -1)
+    sub = np.array([subspace_similarity(vecs[t], ref) for t in steps])
+    return steps, per, sub
+
+
+def fig2_claims(plan: dict, rot_spearman: list[float], reverts: list[float], n_required: int = 3) -> list[Claim]:
+    n_spikes = len(plan["instabilities"])
+    return [
+        check("the run goes through at least three instabilities",
+              f"number of loss spikes (eta*S > 2, loss rising by >= {plan['min_rise']:g} relative)",
+              n_spikes, ">=", n_required),
+        check("eigenvectors rotate steadily during an instability",
+              "median over the chosen instabilities of Spearman(epoch, top-3 subspace similarity to the onset) "
+              "from onset to end",
+              float(np.median(rot_spearman)) if rot_spearman else None, "<", 0,
+              note="" if rot_spearman else "no instability with stored eigenvectors"),
+        check("stable training undoes the rotation (branches revert)",
+              "mean over branch runs of (similarity to the onset eigenspace at the branch's end - at its switch)",
+              float(np.mean(reverts)) if reverts else None, ">", 0,
+              note="" if reverts else "no branch runs (no instability to branch in)"),
+    ]
+
+
+def make_fig2(baseline: xr.Dataset, vectors: xr.Dataset, branches: list[xr.Dataset], plan: dict,
+              pdf_path, png_path, claims_path, keep_open: bool = False):
+    """Draw figure 2 and write its claims. ``vectors``: the baseline's eigenvectors at
+    ``plan["vector_steps"]``; ``branches``: the branch runs' cubes (with eigenvectors)."""
+    sns.set_theme(style="whitegrid", context="paper", font_scale=1.0)
+    chosen = plan["chosen"]
+    ncol = max(len(chosen), 1)
+    fig = plt.figure(figsize=(4.0 + 3.3 * ncol, 7.0))
+    grid = fig.add_gridspec(2, ncol + 1, width_ratios=[1.4] + [1] * ncol)
+    lr = plan["lr"]
+    vecs = _vectors(vectors)
+
+    ax = fig.add_subplot(grid[:, 0])
+    steps, loss = baseline["step"].values, baseline["train_loss"].values
+    ax.plot(steps, loss, color="tab:blue", lw=0.8, label=r"$L(\theta)$")
+    ax.set_yscale("log")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(r"training loss $L(\theta)$", color="tab:blue")
+    ax2 = ax.twinx()
+    ax2.plot(baseline["hstep"].values, baseline["sharpness"].values, color="tab:red", lw=0.8)
+    ax2.axhline(2.0 / lr, color="k", ls="--", lw=1)
+    ax2.text(steps[-1], 2.0 / lr, r" $2/\eta$", va="bottom", ha="right")
+    ax2.set_ylabel(r"sharpness $S(\theta)$", color="tab:red")
+    ax2.grid(False)
+    for j, s in enumerate(chosen):
+        ax.axvspan(s["onset"], s["end"], color="0.85", zorder=0)
+        ax.text((s["onset"] + s["end"]) / 2, ax.get_ylim()[1], str(j + 1), ha="center", va="top")
+    ax.set_title(rf"{plan['setting']}, $\eta$ = {lr:g}: {len(plan['instabilities'])} spikes")
+
+    rot_spearman = []
+    colors = sns.color_palette("deep", 10)
+    for j, s in enumerate(chosen):
+        a = fig.add_subplot(grid[0, j + 1])
+        if s["onset"] in vecs:
+            t, per, sub = rotation_curves(vecs, vecs[s["onset"]], range(s["onset"], s["end"] + 1))
+            for i in range(per.shape[1]):
+                a.plot(t - s["onset"], per[:, i], color=colors[i], lw=1.2, label=f"$v_{i + 1}$")
+            a.plot(t - s["onset"], sub, color="k", lw=1.8, label="top-3 subspace")
+            rho = spearman(t, sub)
+            if math.isfinite(rho):
+                rot_spearman.append(rho)
+            a.set_title(f"instability {j + 1}: epochs {s['onset']}-{s['end']}\nSpearman = {rho:.2f}")
+        a.set_ylim(-0.02, 1.02)
+        a.set_xlabel("epochs since onset")
+        if j == 0:
+            a.set_ylabel("similarity to onset")
+            a.legend(fontsize=7, loc="lower left")
+
+    reverts = []
+    bottom = fig.add_subplot(grid[1, 1:])
+    b = plan["branch"]
+    if b["instability"] is not None:
+        inst = chosen[b["instability"] - 1]
+        ref = vecs.get(inst["onset"])
+        if ref is not None:
+            t, _, sub = rotation_curves(vecs, ref, sorted(vecs))
+            keep = t >= inst["onset"]
+            bottom.plot(t[keep], sub[keep], color="k", lw=1.8, label=rf"baseline ($\eta$ = {lr:g})")
+            pal = sns.color_palette("viridis", len(branches))
+            for c, br in zip(pal, sorted(branches, key=lambda d: int(d["vstep"].values[0]))):
+                bt, _, bsub = rotation_curves(_vectors(br), ref, br["vstep"].values)
+                if bt.size:
+                    bottom.plot(bt, bsub, color=c, lw=1.4, label=f"switch at epoch {bt[0]}")
+                    bottom.axvline(bt[0], color=c, ls=":", lw=1)
+                    reverts.append(float(bsub[-1] - bsub[0]))
+        bottom.set_title(rf"branches: $\eta$ → {b['lr_small']:g} inside instability {b['instability']}")
+    else:
+        bottom.set_title("no instability to branch in")
+    bottom.set_ylim(-0.02, 1.02)
+    bottom.set_xlabel("epoch")
+    bottom.set_ylabel("top-3 subspace similarity\nto the onset eigenspace")
+    if bottom.lines:
+        bottom.legend(fontsize=7, loc="lower left", ncol=2)
+    fig.tight_layout()
+    claims = fig2_claims(plan, rot_spearman, reverts)
+    save_figure(fig, pdf_path, png_path)
+    write_claims(claims, claims_path, "fig2", instabilities=plan["instabilities"], chosen=chosen,
+                 rotation_spearman=rot_spearman, branch_reverts=reverts, branch_epochs=b["epochs"])
+    if keep_open:
+        return claims, fig
+    plt.close(fig)
+    return claims

@@ -1,0 +1,110 @@
+"""Figure 4: progressive flattening. A large η₀ for the first ``e`` epochs, then η_small to a fixed
+end; the eventual maximum sharpness after the switch, S_max, against ``e``, one line per η₀.
+
+Runs are described by :func:`run_table` rows ``(lr0, epoch, seed, cube)``; the ``e = 0`` run is
+the same for every η₀ (η_small from the start) and appears on every line. Expected: larger and
+longer η₀ phases give a lower S_max.
+"""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import seaborn as sns  # noqa: E402
+import xarray as xr  # noqa: E402
+
+from ..metrics import spearman  # noqa: E402
+from .common import Claim, check, save_figure, write_claims  # noqa: E402
+
+
+def s_max_after(cube: xr.Dataset, epoch: int) -> float:
+    """Largest measured sharpness at or after ``epoch`` (NaN when none is finite)."""
+    h, s = cube["hstep"].values, cube["sharpness"].values.astype(float)
+    s = s[(h >= epoch) & np.isfinite(s)]
+    return float(s.max()) if s.size else float("nan")
+
+
+def summarize(runs: list[dict]) -> list[dict]:
+    """Rows ``{lr0, epoch, seed, s_max, status, ...}`` from ``runs`` = ``{lr0, epoch, seed, cube}``."""
+    rows = []
+    for r in runs:
+        c = r["cube"]
+        rows.append({"lr0": float(r["lr0"]), "epoch": int(r["epoch"]), "seed": int(r["seed"]),
+                     "s_max": s_max_after(c, int(r["epoch"])), "status": c.attrs["status"],
+                     "n_steps": int(c["step"].values[-1]),
+                     "final_test_acc": float(c["test_acc"].dropna("step").values[-1])
+                     if c["test_acc"].notnull().any() else float("nan")})
+    return rows
+
+
+def _mean_by(rows, key_fn):
+    out: dict = {}
+    for r in rows:
+        out.setdefault(key_fn(r), []).append(r["s_max"])
+    return {k: float(np.nanmean(v)) if np.isfinite(v).any() else float("nan") for k, v in out.items()}
+
+
+def fig4_claims(rows: list[dict]) -> tuple[list[Claim], dict]:
+    mean = _mean_by(rows, lambda r: (r["lr0"], r["epoch"]))
+    lrs = sorted({r["lr0"] for r in rows})
+    per_lr = {}
+    for lr in lrs:
+        es = sorted(e for (l0, e) in mean if l0 == lr)
+        per_lr[lr] = spearman(es, [mean[(lr, e)] for e in es])
+    finite = [v for v in per_lr.values() if np.isfinite(v)]
+    late = [(l0, e) for (l0, e) in mean if e > 0]
+    rho_lr = spearman([k[0] for k in late], [mean[k] for k in late])
+    claims = [
+        check("S_max falls as the large-eta phase lengthens, for every eta0",
+              "max over eta0 of Spearman(e, seed-mean S_max)", max(finite) if len(finite) == len(lrs) else None,
+              "<", 0, note="per eta0: " + ", ".join(f"{lr:g}: {v:.2f}" for lr, v in per_lr.items())),
+        check("S_max falls with eta0", "Spearman(eta0, seed-mean S_max) over all (eta0, e > 0)", rho_lr, "<", 0),
+    ]
+    return claims, {f"{lr:g}": v for lr, v in per_lr.items()}
+
+
+def make_fig4(runs: list[dict], lr_small: float, pdf_path, png_path, claims_path, keep_open: bool = False):
+    """Draw figure 4 from the runs (see :func:`summarize`) and write its claims."""
+    sns.set_theme(style="whitegrid", context="paper", font_scale=1.1)
+    rows = summarize(runs)
+    lrs = sorted({r["lr0"] for r in rows})
+    pal = sns.color_palette("viridis", len(lrs))
+    fig, (ax, ax_t) = plt.subplots(1, 2, figsize=(11, 4.2))
+    mean = _mean_by(rows, lambda r: (r["lr0"], r["epoch"]))
+    for c, lr in zip(pal, lrs):
+        es = sorted(e for (l0, e) in mean if l0 == lr)
+        ax.plot(es, [mean[(lr, e)] for e in es], "-o", color=c, label=rf"$\eta_0$ = {lr:g}")
+        pts = [r for r in rows if r["lr0"] == lr]
+        ax.scatter([r["epoch"] for r in pts], [r["s_max"] for r in pts], color=c, s=12, alpha=0.5)
+    ax.axhline(2.0 / lr_small, color="k", ls="--", lw=1, label=rf"$2/\eta_{{small}}$ = {2 / lr_small:g}")
+    ax.set_yscale("log")
+    ax.set_xlabel(r"epochs at $\eta_0$ before the switch, $e$")
+    ax.set_ylabel(r"$S_{max}$ after the switch")
+    ax.set_title(rf"(a) progressive flattening: $\eta_0$ → $\eta_{{small}}$ = {lr_small:g}")
+    ax.legend(fontsize=8)
+    # (b) S(θ) over training for the largest η₀, one curve per switch epoch
+    top = lrs[-1]
+    sub = sorted([r for r in runs if float(r["lr0"]) == top and int(r["seed"]) == min(x["seed"] for x in rows)],
+                 key=lambda r: int(r["epoch"]))
+    pal_e = sns.color_palette("rocket_r", len(sub))
+    for c, r in zip(pal_e, sub):
+        cube = r["cube"]
+        ax_t.plot(cube["hstep"].values, cube["sharpness"].values, color=c, lw=1, label=f"e = {r['epoch']}")
+        if r["epoch"]:
+            ax_t.axvline(r["epoch"], color=c, ls=":", lw=0.8)
+    ax_t.set_yscale("log")
+    ax_t.set_xlabel("epoch")
+    ax_t.set_ylabel(r"sharpness $S(\theta)$")
+    ax_t.set_title(rf"(b) $S(\theta)$ over training, $\eta_0$ = {top:g}")
+    ax_t.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    claims, per_lr = fig4_claims(rows)
+    save_figure(fig, pdf_path, png_path)
+    write_claims(claims, claims_path, "fig4", runs=rows, spearman_e_per_eta0=per_lr, lr_small=lr_small)
+    if keep_open:
+        return claims, fig
+    plt.close(fig)
+    return claims

@@ -1,0 +1,10 @@
+"""Checkpoint fig2_instabilities: the baseline's loss spikes -> the plan of fig2's and fig3's later jobs."""
+from eosflow.cubes import open_cube
+from eosflow.figures.fig2 import plan_fig2
+from eosflow.io import write_json
+from eosflow.logs import rule_logging
+
+sm = snakemake  # noqa: F821
+with rule_logging(sm.log[0]):
+    plan = plan_fig2(open_cube(sm.input.cube), sm.params.fig2, sm.params.fig3)
+    write_json(plan, sm.output[0])

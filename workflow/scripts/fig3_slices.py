@@ -1,0 +1,12 @@
+"""Rule fig3_slices: L and S along the gradient direction at snapshots of one instability of the fig2 run."""
+import json
+
+from eosflow.landscape import run_slices
+from eosflow.logs import rule_logging
+
+sm = snakemake  # noqa: F821
+with rule_logging(sm.log[0], sm.threads) as progress:
+    with open(sm.input.plan) as f:
+        plan = json.load(f)
+    run_slices(sm.params.cfg, sm.params.setting, sm.input.data, sm.input.snapshots, plan["fig3_steps"],
+               float(plan["lr"]), sm.output[0], sm.params.fig3, seed=int(plan["seed"]), progress=progress)
