@@ -138,8 +138,16 @@ def test_tiny_run_builds_fig1_fig5_and_cubes(workdir):
 
 
 def _job_counts(out) -> dict:
-    return {line.split()[0]: int(line.split()[1]) for line in out.stdout.splitlines()
-            if len(line.split()) == 2 and line.split()[1].isdigit()}
+    lines = (out.stdout + out.stderr).splitlines()
+    stats = lines[lines.index("Job stats:"):] if "Job stats:" in lines else []
+    counts = {}
+    for line in stats:
+        parts = line.split()
+        if len(parts) == 2 and parts[1].isdigit():
+            counts.setdefault(parts[0], int(parts[1]))
+        if parts and parts[0] == "total":
+            break
+    return counts
 
 
 def test_fig2_branch_jobs_appear_once_the_baseline_exists(workdir):
@@ -183,6 +191,24 @@ def test_tiny_run_builds_fig2_fig3_fig4_and_eos(workdir):
     assert len(list((workdir / "results/runs/eos").rglob("cube.nc"))) == 2
     out = snakemake(workdir, "-n", *targets)
     assert "Nothing to be done" in out.stdout + out.stderr
+
+
+def test_batched_sweep_writes_the_same_runs(workdir, tmp_path):
+    """fig5.batched: one train_group job per setting and seed instead of one job per run; the
+    cubes agree with one-job-per-run's to float32 rounding, statuses exactly."""
+    snakemake(workdir, "figures/fig5.pdf")
+    batched = copy_workflow(tmp_path)
+    (batched / "batched.yaml").write_text("fig5:\n  batched: true\n")
+    out = snakemake(batched, "figures/fig5.pdf", configs=("tiny.yaml", "batched.yaml"))
+    counts = _job_counts(out)
+    assert counts.get("train_group") == 1 and "train" not in counts, out.stderr[-3000:]
+    for lr in ("0.05", "0.5", "500"):
+        rel = f"results/runs/sweep/fmnist_mlp/const/lr{lr}/seed0/cube.nc"
+        one, grouped = xr.load_dataset(workdir / rel), xr.load_dataset(batched / rel)
+        assert one.attrs["status"] == grouped.attrs["status"]
+        assert one.attrs["config"] == grouped.attrs["config"]
+        for v in ("train_loss", "train_acc", "test_acc", "eigval"):
+            np.testing.assert_allclose(grouped[v].values, one[v].values, rtol=2e-3, atol=1e-6, err_msg=(lr, v))
 
 
 def test_another_k_reruns_hessian_not_training(workdir):

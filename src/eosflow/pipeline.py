@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 from .cubes import build_cube, metrics_dataset, open_cube, spectra_dataset, write_netcdf
 from .data import load_prepared
 from .device import resolve_device
-from .hessian import SpectrumTracker, top_eigenpairs
+from .hessian import SpectrumTracker
 from .io import save_torch
 from .models import build_model
 from .objective import Objective
@@ -43,6 +43,21 @@ def _objective(cfg, setting, data, device, dtype, seed, n=None, chunk_size=None)
         x, y = x[:n], y[:n]
     model = build_model(s["model"], tuple(x.shape[1:]), int(data["n_classes"]), seed).to(device, dtype)
     return Objective(model, x.to(device, dtype), y.to(device), s["loss"], chunk_size or s["chunk_size"])
+
+
+def train_config(cfg: dict, lr: float, schedule: dict | None) -> TrainConfig:
+    """The :class:`TrainConfig` of one run from the config's ``train`` block."""
+    return TrainConfig(lr=float(lr), schedule=schedule, **{k: v for k, v in cfg["train"].items() if k != "dtype"})
+
+
+def write_run_outputs(cfg: dict, setting: str, lr: float, seed: int, schedule, result, n_parameters: int,
+                      out_metrics, out_snapshots) -> None:
+    """The train rule's files of one finished run: metrics NetCDF and parameter snapshots."""
+    ds = metrics_dataset(result, lr, seed, run_record(cfg, setting, lr, seed, schedule),
+                         extra_attrs={"setting": setting, "n_parameters": n_parameters})
+    save_torch({"steps": torch.as_tensor(result.snapshot_steps), "theta": result.snapshots.cpu(),
+                "status": result.status}, out_snapshots)
+    write_netcdf(ds, out_metrics)
 
 
 def fork_state(parent_metrics, parent_snapshots, step: int, device="cpu") -> dict:
@@ -72,7 +87,7 @@ def run_train(cfg: dict, setting: str, lr: float, seed: int, data_path, out_metr
     data = load_prepared(data_path)
     obj = _objective(cfg, setting, data, device, dtype, seed)
     tc = cfg["train"]
-    tcfg = TrainConfig(lr=float(lr), schedule=schedule, **{k: v for k, v in tc.items() if k != "dtype"})
+    tcfg = train_config(cfg, lr, schedule)
     sharpness_fn = None
     if tc["sharpness_every"]:
         tracker = SpectrumTracker(k=1, tol=1e-3, max_iter=100)
@@ -87,11 +102,7 @@ def run_train(cfg: dict, setting: str, lr: float, seed: int, data_path, out_metr
         start = fork_state(*fork, int(schedule["epoch"]), device=device)
     result = train(obj, obj.flatten(), tcfg, test=test, checkpoint=checkpoint, sharpness_fn=sharpness_fn,
                    progress=progress, desc=f"{setting} lr={lr:g} seed={seed}", start=start)
-    ds = metrics_dataset(result, lr, seed, run_record(cfg, setting, lr, seed, schedule),
-                         extra_attrs={"setting": setting, "n_parameters": obj.dim})
-    save_torch({"steps": torch.as_tensor(result.snapshot_steps), "theta": result.snapshots.cpu(),
-                "status": result.status}, out_snapshots)
-    write_netcdf(ds, out_metrics)
+    write_run_outputs(cfg, setting, lr, seed, schedule, result, obj.dim, out_metrics, out_snapshots)
     if checkpoint is not None:
         Path(checkpoint).unlink(missing_ok=True)
     return result.status

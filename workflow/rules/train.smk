@@ -22,3 +22,37 @@ rule train:
         "../../envs/eosflow.yaml"
     script:
         "../scripts/train.py"
+
+
+if config["fig5"]["batched"]:
+
+    ruleorder: train_group > train
+
+    rule train_group:
+        # fig5.batched: a setting and seed's whole fig5 grid in one process (vmap over stacked
+        # parameters); the same files as rule train writes, run by run.
+        input:
+            data=lambda w: data_path(w.setting),
+        output:
+            [
+                f"results/runs/sweep/{{setting}}/const/lr{lr_tag(lr)}/seed{{seed}}/{name}"
+                for lr in config["fig5"]["lrs"]
+                for name in ("metrics.nc", "snapshots.pt")
+            ],
+        params:
+            cfg=lambda w: {k: v for k, v in run_settings(config, "sweep", w.setting).items() if k != "hessian"},
+            runs=lambda w: [[lr, int(w.seed), "const"] for lr in config["fig5"]["lrs"]],
+            checkpoint="results/runs/sweep/{setting}/const/group_seed{seed}.pt",
+        log:
+            "results/logs/train_group/sweep/{setting}/seed{seed}.log",
+        benchmark:
+            "results/benchmarks/train_group/sweep/{setting}/seed{seed}.tsv"
+        threads: 1
+        resources:
+            mem_mb=lambda wildcards, attempt: 2000 * len(config["fig5"]["lrs"]) * attempt,
+            runtime=lambda wildcards, attempt: 60 * len(config["fig5"]["lrs"]) * attempt,
+            gpu=gpu_request,
+        conda:
+            "../../envs/eosflow.yaml"
+        script:
+            "../scripts/train_group.py"
