@@ -77,3 +77,19 @@ def test_summary_counts_every_run_including_diverged(tmp_path):
     np.testing.assert_allclose(s["eta_eos"].values, 0.1)
     np.testing.assert_allclose(s["final_test_acc"].values, 0.8)  # last finite evaluation
     np.testing.assert_allclose(s["sharpness_final"].values, 22.0)
+
+
+def test_eigvec_quantisation_bounds_the_error_and_shrinks_the_file(tmp_path):
+    rng = np.random.default_rng(0)
+    v = rng.standard_normal((20, 3, 4000)).astype(np.float32)
+    v /= np.linalg.norm(v, axis=-1, keepdims=True)
+    ds = xr.Dataset({"eigvec": (("vstep", "eig", "param"), v)}, coords={"vstep": np.arange(20)})
+    write_netcdf(ds, tmp_path / "exact.nc")
+    write_netcdf(ds, tmp_path / "q12.nc", eigvec_bits=12)
+    exact, q12 = xr.load_dataset(tmp_path / "exact.nc")["eigvec"].values, xr.load_dataset(tmp_path / "q12.nc")["eigvec"].values
+    np.testing.assert_array_equal(exact, v)
+    rel = np.abs(q12 - v) / np.abs(v)
+    assert rel.max() <= 2.0 ** -12 and rel.max() > 0
+    assert (tmp_path / "q12.nc").stat().st_size < 0.8 * (tmp_path / "exact.nc").stat().st_size
+    cos = np.abs((q12 * v).sum(-1)) / np.linalg.norm(q12, axis=-1)
+    np.testing.assert_allclose(cos, 1.0, atol=1e-6)

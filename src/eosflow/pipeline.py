@@ -156,7 +156,7 @@ def run_hessian(cfg: dict, setting: str, data_path, metrics_path, snapshots_path
     record = json.loads(metrics.attrs["config"])
     record["hessian"] = hc
     cube.attrs["config"] = json.dumps(record, sort_keys=True, default=str)
-    write_netcdf(cube, out_cube)
+    write_netcdf(cube, out_cube, eigvec_bits=hc.get("eigvec_bits"))
 
 
 def _last_finite(values) -> float:

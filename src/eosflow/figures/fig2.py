@@ -8,7 +8,8 @@ snapshot steps. :func:`make_fig2` draws:
 
 - left: L(θ) and S(θ) over epochs with 2/η, the chosen instabilities shaded and numbered;
 - top row, one panel per chosen instability: ``|⟨vᵢ(t), vᵢ(onset)⟩|`` for i = 1..3 (coloured) and
-  the top-3 subspace similarity to the onset's eigenspace (black), from onset to end;
+  the top-3 subspace similarity to the onset's eigenspace (black), from onset to end, the rising
+  part (onset to peak: the instability proper, where η·S > 2 and the loss rises) shaded;
 - bottom: the branch runs (switch to a small η at several timings inside one instability,
   coloured): subspace similarity of their top-3 eigenspace to the baseline's at the onset; the
   baseline's own curve in black.
@@ -85,7 +86,7 @@ def fig2_claims(plan: dict, rot_spearman: list[float], reverts: list[float], n_r
               n_spikes, ">=", n_required),
         check("eigenvectors rotate steadily during an instability",
               "median over the chosen instabilities of Spearman(epoch, top-3 subspace similarity to the onset) "
-              "from onset to end",
+              "while the loss rises (onset to peak)",
               float(np.median(rot_spearman)) if rot_spearman else None, "<", 0,
               note="" if rot_spearman else "no instability with stored eigenvectors"),
         check("stable training undoes the rotation (branches revert)",
@@ -124,19 +125,23 @@ def make_fig2(baseline: xr.Dataset, vectors: xr.Dataset, branches: list[xr.Datas
         ax.text((s["onset"] + s["end"]) / 2, ax.get_ylim()[1], str(j + 1), ha="center", va="top")
     ax.set_title(rf"{plan['setting']}, $\eta$ = {lr:g}: {len(plan['instabilities'])} spikes")
 
-    rot_spearman = []
+    rot_spearman, whole = [], []
     colors = sns.color_palette("deep", 10)
     for j, s in enumerate(chosen):
         a = fig.add_subplot(grid[0, j + 1])
         if s["onset"] in vecs:
             t, per, sub = rotation_curves(vecs, vecs[s["onset"]], range(s["onset"], s["end"] + 1))
+            a.axvspan(0, s["peak"] - s["onset"], color="0.92", zorder=0)
             for i in range(per.shape[1]):
-                a.plot(t - s["onset"], per[:, i], color=colors[i], lw=1.2, label=f"$v_{i + 1}$")
+                a.plot(t - s["onset"], per[:, i], color=colors[i], lw=0.9, alpha=0.8, label=f"$v_{i + 1}$")
             a.plot(t - s["onset"], sub, color="k", lw=1.8, label="top-3 subspace")
-            rho = spearman(t, sub)
+            rising = t <= s["peak"]
+            rho = spearman(t[rising], sub[rising])
+            whole.append(spearman(t, sub))
             if math.isfinite(rho):
                 rot_spearman.append(rho)
-            a.set_title(f"instability {j + 1}: epochs {s['onset']}-{s['end']}\nSpearman = {rho:.2f}")
+            a.set_title(f"instability {j + 1}: epochs {s['onset']}-{s['end']} (peak {s['peak']})\n"
+                        f"Spearman to the peak = {rho:.2f}")
         a.set_ylim(-0.02, 1.02)
         a.set_xlabel("epochs since onset")
         if j == 0:
@@ -172,7 +177,7 @@ def make_fig2(baseline: xr.Dataset, vectors: xr.Dataset, branches: list[xr.Datas
     claims = fig2_claims(plan, rot_spearman, reverts)
     save_figure(fig, pdf_path, png_path)
     write_claims(claims, claims_path, "fig2", instabilities=plan["instabilities"], chosen=chosen,
-                 rotation_spearman=rot_spearman, branch_reverts=reverts, branch_epochs=b["epochs"])
+                 rotation_spearman=rot_spearman, rotation_spearman_onset_to_end=whole, branch_reverts=reverts, branch_epochs=b["epochs"])
     if keep_open:
         return claims, fig
     plt.close(fig)
