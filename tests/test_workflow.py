@@ -102,10 +102,7 @@ def test_tiny_run_builds_fig1_fig5_and_cubes(workdir):
     for fig in ("fig1", "fig5"):
         assert (workdir / f"figures/{fig}.pdf").read_bytes()[:4] == b"%PDF"
         assert (workdir / f"figures/{fig}.png").stat().st_size > 10_000
-        claims = json.loads((workdir / f"figures/{fig}.claims.json").read_text())
-        assert claims["figure"] == fig and claims["claims"]
-        for c in claims["claims"]:
-            assert set(c) >= {"name", "statistic", "value", "threshold", "holds"}
+        check_claims(workdir / f"figures/{fig}.claims.json", fig)
     cubes = sorted((workdir / "results/runs/sweep").rglob("cube.nc"))
     assert len(cubes) == 3
     statuses = {}
@@ -135,6 +132,20 @@ def test_tiny_run_builds_fig1_fig5_and_cubes(workdir):
     # the report builds offline
     snakemake(workdir, "--report", "report.html", "figures/fig1.pdf", "figures/fig5.pdf")
     assert (workdir / "report.html").stat().st_size > 10_000
+
+
+def check_claims(path, figure):
+    """A claims JSON against workflow/schemas/claims.schema.yaml, and all_hold consistent."""
+    import jsonschema
+
+    schema = yaml.safe_load((ROOT / "workflow/schemas/claims.schema.yaml").read_text())
+    data = json.loads(path.read_text())
+    jsonschema.validate(data, schema)
+    assert data["figure"] == figure
+    assert data["all_hold"] == all(c["holds"] for c in data["claims"])
+    for c in data["claims"]:
+        assert c["value"] is not None or not c["holds"]
+    return data
 
 
 def _job_counts(out) -> dict:
@@ -171,11 +182,8 @@ def test_tiny_run_builds_fig2_fig3_fig4_and_eos(workdir):
     for fig in ("fig2", "fig3", "fig4", "ext/eos"):
         assert (workdir / f"figures/{fig}.pdf").read_bytes()[:4] == b"%PDF"
         assert (workdir / f"figures/{fig}.png").stat().st_size > 10_000
-        claims = json.loads((workdir / f"figures/{fig}.claims.json").read_text())
-        assert claims["figure"] == fig and len(claims["claims"]) >= 2
-        for c in claims["claims"]:
-            assert set(c) >= {"name", "statistic", "value", "threshold", "holds"}
-            assert isinstance(c["holds"], bool) and (c["value"] is None or np.isfinite(c["value"]))
+        claims = check_claims(workdir / f"figures/{fig}.claims.json", fig)
+        assert len(claims["claims"]) >= 2
     plan = json.loads((workdir / "results/figures/fig2/plan.json").read_text())
     # branches fork from the baseline at their switch epoch, with eigenvectors every epoch
     base = xr.load_dataset(workdir / "results/runs/fig2/fmnist_mlp/const/lr8/seed0/cube.nc")
