@@ -19,7 +19,10 @@ def cube(lr, hsteps, sharp, n_steps=None, status="max_epochs", eta_eos=0.1, seed
 
 def test_s_max_after_the_switch():
     c = cube(0.2, [0, 10, 20, 30], [50.0, 9.0, 20.0, np.nan])
-    assert s_max_after(c, 0) == 50.0 and s_max_after(c, 10) == 20.0 and np.isnan(s_max_after(c, 31))
+    # strictly after the switch: the switch point is the large-eta phase's last iterate
+    assert s_max_after(c, 0) == 20.0 and s_max_after(c, 9) == 20.0 and np.isnan(s_max_after(c, 20))
+    c = cube(0.2, [0, 10, 20, 30], [5.0, 90.0, 20.0, 30.0])
+    assert s_max_after(c, 10) == 30.0 and s_max_after(c, 9) == 90.0
 
 
 def fig4_runs(flattening: bool):

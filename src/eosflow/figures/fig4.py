@@ -21,9 +21,10 @@ from .common import Claim, check, save_figure, write_claims  # noqa: E402
 
 
 def s_max_after(cube: xr.Dataset, epoch: int) -> float:
-    """Largest measured sharpness at or after ``epoch`` (NaN when none is finite)."""
+    """Largest sharpness measured after the switch at ``epoch``, i.e. at steps ``> epoch``: the
+    switch point itself is the large-η phase's last iterate (NaN when none is finite)."""
     h, s = cube["hstep"].values, cube["sharpness"].values.astype(float)
-    s = s[(h >= epoch) & np.isfinite(s)]
+    s = s[(h > epoch) & np.isfinite(s)]
     return float(s.max()) if s.size else float("nan")
 
 
