@@ -8,7 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call, grad, hessian, jacrev
 
-from eosflow.hessian import EigResult, SpectrumTracker, dense_hessian, lanczos_topk, top_eigenpairs
+from eosflow.hessian import (CachedHVP, EigResult, SpectrumTracker, block_lanczos_topk, dense_hessian, lanczos_topk,
+                             top_eigenpairs)
 from eosflow.models import build_model
 from eosflow.objective import Objective
 
@@ -280,3 +281,181 @@ def test_warm_start_hessian_and_tracker(mlp_hessian):
     assert float(((first.eigvals - w).abs() / w).max()) < 1e-9
     assert [rec["step"] for rec in tracker.records] == [0, 1]
     assert tracker.records[1]["n_matvec"] == warm.n_matvec and torch.equal(tracker.eigvecs, warm.eigvecs)
+
+
+# -- block Lanczos with stored products, cached-graph HVPs ----------------------------------------------
+
+def _explicit(A, r):
+    return torch.linalg.vector_norm(r.eigvecs @ A - r.eigvals[:, None] * r.eigvecs, dim=1) / r.eigvals.abs()
+
+
+@pytest.mark.parametrize("b", [1, 2, 5])
+def test_block_lanczos_matches_dense_on_indefinite_matrix(b):
+    eigs = _spectrum()
+    A, U = _matrix(eigs, seed=0)
+    calls = []
+
+    def mvb(V):
+        calls.append(V.shape[0])
+        return V @ A
+
+    r = block_lanczos_topk(lambda v: A @ v, A.shape[0], 5, tol=1e-10, max_iter=300, block_size=b, dtype=D,
+                           matvec_batch=mvb)
+    assert r.converged and r.eigvecs.shape == (5, 300)
+    torch.testing.assert_close(r.eigvals, torch.tensor([10.0, 8.0, 6.5, 5.0, 4.0], dtype=D), rtol=1e-9, atol=0)
+    assert float((r.eigvecs @ U[:, 5:10]).diagonal().abs().min()) > 1 - 1e-9
+    torch.testing.assert_close(r.eigvecs @ r.eigvecs.T, torch.eye(5, dtype=D), atol=1e-10, rtol=0)
+    # residuals come from stored products, no extra HVPs, and equal the explicit ones
+    torch.testing.assert_close(r.residuals, _explicit(A, r), rtol=1e-4, atol=1e-14)
+    assert r.n_matvec == sum(calls) and max(calls) <= b and r.iterations == len(calls)
+
+
+def test_block_lanczos_fewer_hvps_than_lanczos_and_float32():
+    A, _ = _matrix(_spectrum(), seed=1)
+    old = lanczos_topk(lambda v: A @ v, 300, 5, tol=1e-8, max_iter=300, dtype=D)
+    new = block_lanczos_topk(lambda v: A @ v, 300, 5, tol=1e-8, max_iter=300, dtype=D)
+    assert old.converged and new.converged and new.n_matvec < old.n_matvec
+    torch.testing.assert_close(new.eigvals, old.eigvals, rtol=1e-12, atol=0)
+    A32 = A.float()
+    r = block_lanczos_topk(lambda v: A32 @ v, 300, 3, tol=1e-4, dtype=torch.float32)
+    assert r.converged and r.eigvals.dtype == torch.float32 and r.eigvecs.dtype == torch.float32
+    torch.testing.assert_close(r.eigvals.double(), old.eigvals[:3], rtol=1e-5, atol=0)
+
+
+def test_block_lanczos_not_converged_breakdown_small_dims():
+    A, _ = _matrix(_spectrum(), seed=2)
+    r = block_lanczos_topk(lambda v: A @ v, 300, 5, tol=1e-14, max_iter=8, dtype=D)
+    assert not r.converged and r.n_matvec == 8
+    torch.testing.assert_close(r.residuals, _explicit(A, r), rtol=1e-6, atol=1e-15)
+    # repeated eigenvalues: a single start vector spans one copy of each; the restart finds the others
+    A3, U3 = _matrix([4.0] * 3 + [2.0] * 3 + [1.0] * 6, seed=2)
+    for b in (1, 2):
+        r = block_lanczos_topk(lambda v: A3 @ v, 12, 5, tol=1e-10, max_iter=50, block_size=b, min_iter=1, dtype=D)
+        torch.testing.assert_close(r.eigvals, torch.tensor([4.0, 4.0, 4.0, 2.0, 2.0], dtype=D), rtol=1e-10, atol=0)
+        P = U3[:, :3] @ U3[:, :3].T
+        assert r.converged and _rel(r.eigvecs[:3] @ P, r.eigvecs[:3]) < 1e-9
+    B, _ = _matrix([3.0, -1.0, 0.5, -7.0], seed=3)
+    r = block_lanczos_topk(lambda v: B @ v, 4, 4, tol=1e-10, dtype=D)
+    torch.testing.assert_close(r.eigvals, torch.tensor([3.0, 0.5, -1.0, -7.0], dtype=D), rtol=1e-10, atol=1e-12)
+    r = block_lanczos_topk(lambda v: B @ v, 4, 1, tol=1e-10, dtype=D, block_size=3)
+    torch.testing.assert_close(r.eigvals, torch.tensor([3.0], dtype=D), rtol=1e-10, atol=0)
+    for bad in ({"k": 5}, {"k": 0}, {"k": 2, "block_size": 0}):
+        with pytest.raises(ValueError):
+            block_lanczos_topk(lambda v: B @ v, 4, **bad)
+
+
+def test_block_lanczos_thick_restart_and_warm_start():
+    eigs = _spectrum()
+    A, _ = _matrix(eigs, seed=6)
+    exact = torch.tensor([10.0, 8.0, 6.5, 5.0, 4.0], dtype=D)
+    full = block_lanczos_topk(lambda v: A @ v, 300, 5, tol=1e-9, max_iter=400, dtype=D)
+    for b, cap in ((1, 20), (2, 24)):
+        r = block_lanczos_topk(lambda v: A @ v, 300, 5, tol=1e-9, max_iter=400, max_basis=cap, block_size=b, dtype=D)
+        assert r.converged
+        torch.testing.assert_close(r.eigvals, exact, rtol=1e-9, atol=0)
+        torch.testing.assert_close(r.residuals, _explicit(A, r), rtol=1e-4, atol=1e-14)
+        assert r.n_matvec >= full.n_matvec  # a capped basis can only cost more products
+    g = torch.Generator().manual_seed(7)
+    E = torch.randn(A.shape, generator=g, dtype=D)
+    A2 = A + 1e-3 * (E + E.T)
+    exact2 = torch.linalg.eigvalsh(A2).flip(0)[:5]
+    for b in (1, 5):
+        cold = block_lanczos_topk(lambda v: A2 @ v, 300, 5, tol=1e-8, block_size=b, dtype=D)
+        warm = block_lanczos_topk(lambda v: A2 @ v, 300, 5, tol=1e-8, block_size=b, v0=full.eigvecs)
+        assert cold.converged and warm.converged and warm.n_matvec < cold.n_matvec, b
+        torch.testing.assert_close(warm.eigvals, exact2, rtol=1e-10, atol=0)
+
+
+@pytest.mark.parametrize("kind", ["mlp", "cnn", "vgg"])
+def test_cached_hvp_matches_objective(kind):
+    model, x, y = _net(kind)
+    chunk = 10 if kind == "vgg" else 7  # BN: 2 normalisation batches
+    obj = Objective(model, x, y, loss="ce", chunk_size=chunk)
+    theta = obj.flatten()
+    v, V = _unit(obj.dim, 9), _unit(obj.dim, 10, m=3)
+    ref = {mode: Objective(model, x, y, loss="ce", chunk_size=chunk, hvp_mode=mode).hvp(theta, v)
+           for mode in ("fwdrev", "revrev")}
+    full = CachedHVP(obj, theta)
+    assert full.cached_chunks == len(list(obj.chunks())) and full.graph_bytes > 0
+    none = CachedHVP(obj, theta, max_bytes=0)
+    assert none.cached_chunks == 0
+    part = CachedHVP(obj, theta, max_bytes=full.graph_bytes // full.cached_chunks)
+    assert part.cached_chunks == 1
+    for op in (full, none, part):
+        assert _rel(op(v), ref["revrev"]) < 1e-13 and _rel(op(v), ref["fwdrev"]) < 1e-10
+        assert _rel(op(v), op(v)) == 0.0  # reusing the graph changes nothing
+        assert _rel(op.batch(V), obj.hvp_batch(theta, V)) < 1e-10
+    # bit for bit equal to the fresh double backward
+    assert torch.equal(none(v), full(v))
+
+
+@pytest.mark.parametrize("b", [1, 3])
+def test_top_eigenpairs_block_matches_dense_eigh_on_mlp_hessian(mlp_hessian, b):
+    obj, theta, H, w, U = mlp_hessian
+    r = top_eigenpairs(obj, theta, 5, tol=1e-8, max_iter=400, block_size=b)
+    assert r.converged and r.eigvecs.shape == (5, obj.dim)
+    # the GPU path (Objective.hvp_batch's vmap products for blocks) gives the same pairs
+    r_obj = top_eigenpairs(obj, theta, 5, tol=1e-8, max_iter=400, block_size=b, hvp="objective")
+    assert r_obj.converged and float(((r_obj.eigvals - w).abs() / w.abs()).max()) < 1e-6
+    assert float(((r.eigvals - w).abs() / w.abs()).max()) < 1e-6
+    assert float((r.eigvecs * U).sum(1).abs().min()) > 0.9999
+    torch.testing.assert_close(r.residuals, _explicit(H, r), rtol=1e-4, atol=1e-13)
+    assert bool((r.residuals <= 1e-8).all())
+    old = top_eigenpairs(obj, theta, 5, tol=1e-8, max_iter=400, method="lanczos")
+    if b == 1:
+        assert r.n_matvec < old.n_matvec
+    # deterministic: the same call gives the same bits
+    again = top_eigenpairs(obj, theta, 5, tol=1e-8, max_iter=400, block_size=b)
+    assert torch.equal(r.eigvecs, again.eigvecs) and torch.equal(r.eigvals, again.eigvals)
+    with pytest.raises(ValueError):
+        top_eigenpairs(obj, theta, 5, method="arpack")
+    with pytest.raises(ValueError):
+        top_eigenpairs(obj, theta, 5, hvp="finite-differences")
+
+
+def test_top_eigenpairs_batchnorm_matches_dense():
+    model, x, y = _net("vgg")
+    obj = Objective(model, x, y, loss="ce", chunk_size=10)
+    theta = obj.flatten()
+    H = dense_hessian(obj, theta)
+    exact = torch.linalg.eigvalsh(H).flip(0)[:3]
+    for b in (1, 2):
+        r = top_eigenpairs(obj, theta, 3, tol=1e-9, max_iter=obj.dim, block_size=b)
+        assert r.converged
+        torch.testing.assert_close(r.eigvals, exact, rtol=1e-8, atol=0)
+
+
+def test_tracker_warm_start_fewer_hvps_default_engine(mlp_hessian):
+    obj, theta, _, w, _ = mlp_hessian
+    g = torch.Generator().manual_seed(11)
+    steps = [theta + 1e-3 * i * torch.randn(theta.shape, generator=g, dtype=D) for i in range(4)]
+    tracker = SpectrumTracker(k=3, tol=1e-6, max_iter=400)
+    assert tracker.method == "auto"
+    warm = [tracker.measure(obj, t, step=i) for i, t in enumerate(steps)]
+    cold = [top_eigenpairs(obj, t, 3, tol=1e-6, max_iter=400, seed=5) for t in steps]
+    assert all(r.converged for r in warm + cold)
+    assert sum(r.n_matvec for r in warm[1:]) < sum(r.n_matvec for r in cold[1:])
+    for a, c in zip(warm, cold):
+        torch.testing.assert_close(a.eigvals, c.eigvals, rtol=1e-9, atol=0)
+    assert float(((warm[0].eigvals - w[:3]).abs() / w[:3]).max()) < 1e-9
+    assert [rec["n_matvec"] for rec in tracker.records] == [r.n_matvec for r in warm]
+    # the previous engine, selected by name, gives the same eigenvalues
+    old = SpectrumTracker(k=3, tol=1e-6, max_iter=400, method="lanczos")
+    for t, r in zip(steps, warm):
+        torch.testing.assert_close(old.measure(obj, t).eigvals, r.eigvals, rtol=1e-9, atol=0)
+
+
+def test_guard_vectors_catch_an_eigenvalue_crossing():
+    """Between two measurements the second eigenvalue overtakes the first: a warm start from the
+    previous top eigenvector plus the guard vectors (the next Ritz vectors) finds the new top one."""
+    n = 200
+    g = torch.Generator().manual_seed(3)
+    U = torch.linalg.qr(torch.randn(n, n, generator=g, dtype=D)).Q
+    bulk = torch.linspace(-1.0, 5.0, n - 2, dtype=D)
+    before = (U * torch.cat([torch.tensor([10.0, 9.0], dtype=D), bulk])) @ U.T
+    after = (U * torch.cat([torch.tensor([9.5, 10.5], dtype=D), bulk])) @ U.T  # u2 now on top
+    prev = block_lanczos_topk(lambda v: before @ v, n, 1, tol=1e-6, dtype=D, n_guard=2)
+    assert prev.guard.shape == (2, n) and abs(float(prev.guard[0] @ U[:, 1])) > 0.99
+    r = block_lanczos_topk(lambda v: after @ v, n, 1, tol=1e-6, v0=torch.cat([prev.eigvecs, prev.guard]), n_guard=2)
+    assert r.converged and abs(float(r.eigvals[0]) - 10.5) < 1e-8
+    assert abs(float(r.eigvecs[0] @ U[:, 1])) > 1 - 1e-6

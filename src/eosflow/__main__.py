@@ -1,8 +1,11 @@
-"""Command line: ``python -m eosflow check-config [FILE ...]``.
+"""Command line: ``python -m eosflow check-config [FILE ...]`` and ``python -m eosflow bench [...]``.
 
 Validates ``config/config.yaml`` merged with the given files (as ``snakemake --configfile``
 merges them) and prints the first problems with the file, line and key, or ``ok``. Snakemake's
 own message for malformed YAML does not name the file; this does.
+
+``bench`` times the Hessian eigen-solvers against scipy and hessian-eigenthings (see
+:mod:`eosflow.bench`; ``--quick`` for a tiny run, ``--memory`` for the 50,000-image memory check).
 """
 
 from __future__ import annotations
@@ -33,7 +36,13 @@ def main(argv=None) -> int:
     c = sub.add_parser("check-config", help="validate config/config.yaml merged with FILEs")
     c.add_argument("files", nargs="*")
     c.add_argument("--default", default="config/config.yaml")
+    b = sub.add_parser("bench", help="benchmark the Hessian eigen-solvers (writes results/bench/)")
+    from .bench import add_arguments, run_args
+
+    add_arguments(b)
     args = p.parse_args(argv)
+    if args.cmd == "bench":
+        return run_args(args)
     try:
         check_config(args.files, args.default)
     except ConfigError as e:
