@@ -266,3 +266,16 @@ def test_killed_training_job_resumes_with_rerun_incomplete(workdir):
     for v in ("train_loss", "train_acc", "test_acc", "grad_norm"):
         np.testing.assert_array_equal(resumed[v].values, fresh[v].values)
     assert out.returncode == 0
+
+
+def test_no_spike_fig2_draws_and_fig3_says_why(workdir):
+    """A fig2 run without a qualifying loss spike: fig2 is still drawn (its claims do not hold and
+    say why); fig3 fails with a message naming the keys to change."""
+    (workdir / "calm.yaml").write_text("fig2:\n  min_rise: 1000.0\n")
+    configs = ("tiny.yaml", "calm.yaml")
+    snakemake(workdir, "figures/fig2.pdf", configs=configs)
+    claims = check_claims(workdir / "figures/fig2.claims.json", "fig2")
+    assert not claims["all_hold"] and "no branch runs" in claims["claims"][2]["note"]
+    out = snakemake(workdir, "figures/fig3.pdf", check=False, configs=configs)
+    assert out.returncode != 0
+    assert "fig3 has nothing to slice" in out.stdout + out.stderr and "fig2.min_rise" in out.stdout + out.stderr
