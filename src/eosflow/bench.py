@@ -212,9 +212,10 @@ class EigenthingsMethod:
 
 def calibrate_eigenthings(method: EigenthingsMethod, obj, theta, k: int, tol: float, m0: int,
                           max_runs: int = 6, device=torch.device("cpu")) -> dict:
-    """Smallest Lanczos length ``m`` (searched from ``m0``, at most ``max_runs`` runs) whose top-k
-    meet ``tol`` by fresh HVPs. Each run is timed (the same call as a timed repetition), so the
-    run at the chosen ``m`` serves as the first repetition."""
+    """Smallest Lanczos length ``m`` (searched from ``m0``: up by 25 %, down by an eighth, then
+    bisection; at most ``max_runs`` runs) whose top-k meet ``tol`` by fresh HVPs. Each run is
+    timed (the same call as a timed repetition), so the run at the chosen ``m`` serves as the
+    first repetition."""
     limit = obj.dim - 1
     tried: dict[int, float] = {}
     runs: dict[int, tuple] = {}
@@ -235,10 +236,17 @@ def calibrate_eigenthings(method: EigenthingsMethod, obj, theta, k: int, tol: fl
         if m == limit:
             break
         m = min(limit, math.ceil(1.25 * m) + 1)
-    if hi is not None:  # step down while it still meets tol
+    if hi is not None:  # step down while it still meets tol, then bisect to the smallest m
         step = max(1, hi // 8)
         while len(tried) < max_runs and hi - step > k and ok(hi - step):
             hi -= step
+        lo = max([m for m, r in tried.items() if r > tol and m < hi], default=hi)
+        while len(tried) < max_runs and hi - lo > 1:
+            mid = (lo + hi) // 2
+            if ok(mid):
+                hi = mid
+            else:
+                lo = mid
     return {"m": hi, "tried": {str(a): b for a, b in sorted(tried.items())},
             "timed_run": runs.get(hi) if hi is not None else None}
 

@@ -255,8 +255,9 @@ def block_lanczos_topk(matvec: MatVec, dim: int, k: int, *, v0: Tensor | None = 
     ``block_size`` vectors per step, its HVPs one call of ``matvec_batch``), in Krylov-Schur
     form: the product ``H q`` of every basis vector ``q`` is kept, the projected matrix
     ``T = Q H Qᵀ`` is assembled from those products, and its Ritz pairs are checked every step
-    (every ``m/25`` steps once the basis holds ``m ≥ 50`` vectors) with the cheap residual estimate ``‖R s_last‖ / |θ|`` (``R``: the part of the last block's
-    products outside the basis). When every estimate is ≤ ``tol`` the residuals
+    (every ``m/25`` steps once the basis holds ``m ≥ 50`` vectors) with the cheap residual
+    estimate ``‖R s_last‖ / |θ|`` (``R``: the part of the last block's products outside the
+    basis). When every estimate is ≤ ``tol`` the residuals
     ``‖sᵀ(HQ) − θ sᵀQ‖ / |θ|`` are formed from the stored products (HVPs of the basis vectors,
     no new HVPs) and must be ≤ ``tol`` too. Compared with :func:`lanczos_topk` this saves the
     ``k`` HVPs of every explicit check, at twice the basis memory.
