@@ -21,13 +21,7 @@ from eosflow.sweep import run_train_group, train_group
 from eosflow.training import METRICS, TrainConfig, schedule_from_tag, train
 from tests.test_pipeline import fake_data, small_config
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny problems: one intra-op thread (many times faster than two on a busy 2-core machine)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 SPEC = {"arch": "mlp", "widths": [8], "activation": "tanh"}
