@@ -90,6 +90,20 @@ def _explicit_residuals(HV: Tensor, V: Tensor, lam: Tensor) -> Tensor:
     return r / lam.abs().clamp_min(torch.finfo(lam.dtype).tiny)
 
 
+def _problem(dim, k, v0, dtype, device) -> tuple[int, int, torch.dtype, torch.device]:
+    """Checked ``dim`` and ``k`` of a top-k problem, and its dtype and device (from ``v0`` when
+    not given; else torch's default dtype, the CPU)."""
+    dim, k = int(dim), int(k)
+    if dim < 1:
+        raise ValueError(f"dim must be ≥ 1, got {dim}")
+    if not 1 <= k <= dim:
+        raise ValueError(f"need 1 ≤ k ≤ dim, got k={k}, dim={dim}")
+    if v0 is not None:
+        dtype = dtype or v0.dtype
+        device = device if device is not None else v0.device
+    return dim, k, dtype or torch.get_default_dtype(), torch.device(device if device is not None else "cpu")
+
+
 def lanczos_topk(matvec: MatVec, dim: int, k: int, *, v0: Tensor | None = None, tol: float = 1e-3,
                  max_iter: int = 200, min_iter: int | None = None, check_every: int = 5,
                  dtype: torch.dtype | None = None, device: torch.device | str | None = None,
@@ -119,18 +133,9 @@ def lanczos_topk(matvec: MatVec, dim: int, k: int, *, v0: Tensor | None = None, 
     once the new block has run ``min(k, dim − basis size)`` steps; it stops at ``max_iter`` or when
     the basis spans the whole space.
     """
-    dim, k = int(dim), int(k)
-    if dim < 1:
-        raise ValueError(f"dim must be ≥ 1, got {dim}")
-    if not 1 <= k <= dim:
-        raise ValueError(f"need 1 ≤ k ≤ dim, got k={k}, dim={dim}")
+    dim, k, dtype, device = _problem(dim, k, v0, dtype, device)
     if check_every < 1:
         raise ValueError(f"check_every must be ≥ 1, got {check_every}")
-    if v0 is not None:
-        dtype = dtype or v0.dtype
-        device = device if device is not None else v0.device
-    dtype = dtype or torch.get_default_dtype()
-    device = torch.device(device if device is not None else "cpu")
     max_iter = max(k, min(int(max_iter), dim))
     min_iter = k + 1 if min_iter is None else int(min_iter)
     min_iter = max(k, min(min_iter, max_iter))
@@ -278,18 +283,10 @@ def block_lanczos_topk(matvec: MatVec, dim: int, k: int, *, v0: Tensor | None = 
     Ritz vectors (``EigResult.guard``); a warm start that includes them finds an eigenvalue that
     has risen into the top k since (a crossing), which a start from the top k alone can miss.
     """
-    dim, k, b = int(dim), int(k), int(block_size)
-    if dim < 1:
-        raise ValueError(f"dim must be ≥ 1, got {dim}")
-    if not 1 <= k <= dim:
-        raise ValueError(f"need 1 ≤ k ≤ dim, got k={k}, dim={dim}")
+    dim, k, dtype, device = _problem(dim, k, v0, dtype, device)
+    b = int(block_size)
     if b < 1:
         raise ValueError(f"block_size must be ≥ 1, got {b}")
-    if v0 is not None:
-        dtype = dtype or v0.dtype
-        device = device if device is not None else v0.device
-    dtype = dtype or torch.get_default_dtype()
-    device = torch.device(device if device is not None else "cpu")
     max_iter = max(k, int(max_iter))
     min_iter = min(dim, k + 1 if min_iter is None else max(k, int(min_iter)))
     cap = dim if max_basis is None else min(dim, max(int(max_basis), 2 * (k + b)))
