@@ -1,5 +1,6 @@
 # eosflow: the figures of Wang & Roberts (arXiv 2412.17613) from raw data to PDF.
-# Entry point only: configuration, validation, the rule files in data-flow order, rule all.
+# Entry point only: configuration, validation, the rule files in data-flow order (the shared stages,
+# then one file per figure), rule all.
 from snakemake.utils import min_version
 
 min_version("9.0")
@@ -15,9 +16,13 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/hessian.smk"
-include: "workflow/rules/figures.smk"
+include: "workflow/rules/fig1.smk"
 include: "workflow/rules/fig2.smk"
+include: "workflow/rules/fig3.smk"
 include: "workflow/rules/fig4.smk"
+include: "workflow/rules/fig5.smk"
+include: "workflow/rules/eos.smk"
+include: "workflow/rules/pending.smk"
 
 
 rule all:

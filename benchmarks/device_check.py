@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from eosflow.hessian import top_eigenpairs
+from eosflow.spectral import top_eigenpairs
 from eosflow.models import build_model
 from eosflow.objective import Objective
 

@@ -26,8 +26,8 @@ from pathlib import Path
 
 import torch
 
-from eosflow.bench import fashion_mnist_subset
-from eosflow.hessian import SpectrumTracker
+from eosflow.bench.workloads import fashion_mnist_subset
+from eosflow.spectral import SpectrumTracker
 from eosflow.models import build_model
 from eosflow.objective import Objective
 

@@ -1,4 +1,4 @@
-"""Throughput of a batched sweep (eosflow.sweep.train_group) against the same runs one after another
+"""Throughput of a batched sweep (eosflow.training.train_group) against the same runs one after another
 (eosflow.training.train).
 
     python benchmarks/sweep_throughput.py [--device cpu|cuda] [--runs 8] [--steps 200]
@@ -27,7 +27,7 @@ import torch
 
 from eosflow.models import build_model
 from eosflow.objective import Objective
-from eosflow.sweep import train_group
+from eosflow.training import train_group
 from eosflow.training import TrainConfig, train
 
 MODELS = {

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from eosflow.bench import METHOD_ORDER, agreement, hessian_eigenthings_available
+from eosflow.bench.references import hessian_eigenthings_available
+from eosflow.bench.runner import METHOD_ORDER, agreement
 
 ROOT = Path(__file__).resolve().parents[1]
 

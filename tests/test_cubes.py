@@ -7,7 +7,7 @@ import torch
 import xarray as xr
 
 from eosflow.cubes import CubeError, build_cube, metrics_dataset, open_cube, spectra_dataset, write_netcdf
-from eosflow.pipeline import summarize_runs
+from eosflow.summary import summarize_runs
 from eosflow.training import TrainResult
 
 

@@ -6,8 +6,8 @@ import pytest
 import xarray as xr
 from test_instability import LR, synthetic_trace
 
-from eosflow.figures.fig2 import make_fig2, plan_fig2
-from eosflow.landscape import snapshot_steps
+from eosflow.figures.fig2 import make_fig2
+from eosflow.plans import plan_fig2, snapshot_steps
 
 FIG2 = {"setting": "s", "lr": LR, "seed": 0, "min_rise": 0.2, "instabilities": 2,
         "vectors": {"before": 2, "after": 3},
@@ -95,13 +95,23 @@ def test_fig2_claims_follow_the_vectors(tmp_path, turning):
     claims = make_fig2(cube, _vector_ds(vecs), branches, plan, tmp_path / "f.pdf", tmp_path / "f.png",
                        tmp_path / "c.json")
     holds = {c.name: c.holds for c in claims}
-    assert holds["the run goes through at least three instabilities"] is True
+    assert holds[f"the run goes through at least {FIG2['instabilities']} instabilities"] is True
     expect = turning == "away"
     assert holds["eigenvectors rotate steadily during an instability"] is expect
     assert holds["stable training undoes the rotation (branches revert)"] is expect
     data = json.loads((tmp_path / "c.json").read_text())
     assert data["figure"] == "fig2" and len(data["branch_reverts"]) == 3
     assert (tmp_path / "f.pdf").stat().st_size > 0 and (tmp_path / "f.png").stat().st_size > 0
+
+
+def test_required_spike_count_follows_the_config(tmp_path):
+    """The first claim asks for as many spikes as the figure draws (fig2.instabilities)."""
+    cube, _ = trace_cube()  # 3 spikes
+    for n, holds in ((3, True), (4, False)):
+        plan = plan_fig2(cube, {**FIG2, "instabilities": n}, FIG3)
+        claims = make_fig2(cube, xr.Dataset(), [], plan, tmp_path / "f.pdf", tmp_path / "f.png", tmp_path / "c.json")
+        assert claims[0].name == f"the run goes through at least {n} instabilities"
+        assert claims[0].holds is holds and claims[0].threshold == f">= {n}"
 
 
 def test_fig2_without_spikes_draws_and_reports(tmp_path):

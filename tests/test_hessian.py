@@ -8,10 +8,10 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call, grad, hessian, jacrev
 
-from eosflow.hessian import (CachedHVP, EigResult, SpectrumTracker, block_lanczos_topk, dense_hessian, lanczos_topk,
-                             top_eigenpairs)
 from eosflow.models import build_model
 from eosflow.objective import Objective
+from eosflow.spectral import CachedHVP, EigResult, SpectrumTracker, block_lanczos_topk, lanczos_topk, top_eigenpairs
+from oracles import dense_hessian
 
 D = torch.float64
 
@@ -120,7 +120,7 @@ def test_batchnorm_hvp(chunk):
     Oracles: reverse-over-reverse ``jacrev(grad(f))`` and plain autograd double backward
     (``torch.autograd.functional.hessian``), plus finite differences. Not ``torch.func.hessian``
     nor ``jacrev(jacrev(f))``: in torch 2.14 both return a wrong, non-symmetric Hessian through
-    ``F.batch_norm`` (see :func:`eosflow.hessian.dense_hessian`).
+    ``F.batch_norm`` (see :func:`oracles.dense_hessian`).
     """
     model, x, y = _net("vgg")
     obj = Objective(model, x, y, loss="ce", chunk_size=chunk)

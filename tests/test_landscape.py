@@ -9,8 +9,9 @@ import xarray as xr
 
 from eosflow import dln
 from eosflow.config import validate_config
-from eosflow.io import save_torch
-from eosflow.landscape import gradient_slice, run_slices, slice_offsets, slices_dataset, snapshot_steps
+from eosflow.files import save_torch
+from eosflow.landscape import gradient_slice, run_slices, slice_offsets, slices_dataset
+from eosflow.plans import snapshot_steps
 from eosflow.models import build_model
 from eosflow.objective import Objective
 from eosflow.pipeline import run_train
@@ -186,7 +187,7 @@ def test_run_slices_on_a_trained_run(tmp_path):
     obj = Objective(model, data["x_train"].double(), data["y_train"], "mse")
     for j, t in enumerate(steps):
         th = snaps["theta"][snaps["steps"].tolist().index(t - 1)].double()
-        H = torch.func.hessian(lambda p: obj._sum_loss(p, obj.x, obj.y) / obj.n)(th)
+        H = torch.func.hessian(lambda p: obj.sum_loss(p, obj.x, obj.y) / obj.n)(th)
         assert back["sharpness_prev"].values[j] == pytest.approx(float(torch.linalg.eigvalsh(H).max()), rel=1e-7)
     # a step whose previous snapshot is missing: a clear error naming the file
     with pytest.raises(ValueError, match="s.pt has no step 99"):

@@ -8,7 +8,7 @@ import torch
 import xarray as xr
 
 from eosflow.config import validate_config
-from eosflow.io import save_torch
+from eosflow.files import save_torch
 from eosflow.models import build_model
 from eosflow.objective import Objective
 from eosflow.pipeline import run_hessian, run_train
@@ -49,13 +49,13 @@ def test_hessian_rule_cadence_and_values(tmp_path):
     theta = torch.load(tmp_path / "s.pt")["theta"][-1].double()
     model = build_model(cfg["settings"]["s"]["model"], (1, 3, 3), 3, seed=0).double()
     obj = Objective(model, data["x_train"][:30].double(), data["y_train"][:30], "mse")
-    H = torch.func.hessian(lambda t: obj._sum_loss(t, obj.x, obj.y) / obj.n)(theta)
+    H = torch.func.hessian(lambda t: obj.sum_loss(t, obj.x, obj.y) / obj.n)(theta)
     top = torch.linalg.eigvalsh(H).flip(0)[:3].numpy()
     np.testing.assert_allclose(cube["eigval"].values[-1], top, rtol=1e-6)
     assert cube.attrs["eta_eos"] == 2 / cube["sharpness"].values[0]
 
 
-def test_same_config_and_seed_give_byte_identical_cubes(tmp_path):
+def test_same_config_and_seed_give_byte_identical_cubes_and_snapshots(tmp_path):
     fake_data(tmp_path / "d.pt", 40, 10, 3, 2, seed=2)
     cfg = small_config({"arch": "mlp", "widths": [6], "activation": "tanh"},
                        train={"max_epochs": 30, "snapshot_every": 10, "acc_goal": 1.0},
@@ -66,8 +66,9 @@ def test_same_config_and_seed_give_byte_identical_cubes(tmp_path):
         d.mkdir()
         run_train(cfg, "s", 0.5, 3, tmp_path / "d.pt", d / "m.nc", d / "s.pt", progress=False)
         run_hessian(cfg, "s", tmp_path / "d.pt", d / "m.nc", d / "s.pt", d / "c.nc", progress=False)
-        blobs.append((d / "c.nc").read_bytes())
-    assert blobs[0] == blobs[1]
+        blobs.append(((d / "c.nc").read_bytes(), (d / "s.pt").read_bytes()))
+    assert blobs[0][0] == blobs[1][0]
+    assert blobs[0][1] == blobs[1][1]  # the snapshot file too (no temporary name inside the archive)
     cube = xr.load_dataset(tmp_path / "a" / "c.nc")
     record = json.loads(cube.attrs["config"])  # what is needed to rerun it
     assert record["seed"] == 3 and record["lr"] == 0.5 and record["model"]["widths"] == [6]

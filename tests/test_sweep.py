@@ -13,12 +13,11 @@ import pytest
 import torch
 import xarray as xr
 
-from eosflow import sweep
 from eosflow.models import build_model
 from eosflow.objective import Objective
 from eosflow.pipeline import run_train
-from eosflow.sweep import run_train_group, train_group
-from eosflow.training import METRICS, TrainConfig, schedule_from_tag, train
+from eosflow.pipeline import run_train_group
+from eosflow.training import METRICS, BatchedStepper, TrainConfig, schedule_from_tag, train, train_group
 from tests.test_pipeline import fake_data, small_config
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -79,8 +78,8 @@ def test_group_equals_single_runs_float64(monkeypatch):
     thetas = torch.stack([theta0[s] for s, *_ in spec])
     cfgs = [c for _, c, *_ in spec]
     stack_sizes = []
-    inner = sweep._Batched.loss_grad_acc
-    monkeypatch.setattr(sweep._Batched, "loss_grad_acc",
+    inner = BatchedStepper.loss_grad_acc
+    monkeypatch.setattr(BatchedStepper, "loss_grad_acc",
                         lambda self, th: stack_sizes.append(th.shape[0]) or inner(self, th))
     results = train_group(obj, thetas, cfgs, test=test, progress=False)
     monkeypatch.undo()
@@ -135,8 +134,9 @@ def test_sigterm_checkpoint_and_resume_identical(tmp_path):
                     progress=False)
     assert exc.value.code == 128 + signal.SIGTERM
     state = torch.load(ckpt, weights_only=False)
-    assert state["step"] == 21 and state["status"][2] == "diverged" and state["status"][3] == "max_epochs"
-    assert state["status"][0] is None
+    status = [r["status"] for r in state["runs"]]
+    assert state["step"] == 21 and status[2] == "diverged" and status[3] == "max_epochs"
+    assert status[0] is None
     resumed = train_group(obj, thetas, cfgs, test=test, checkpoint=ckpt, sharpness_fns=[lambda th: 1.0] + [None] * 5,
                           progress=False)
     for a, b in zip(resumed, ref):
@@ -151,14 +151,14 @@ def test_periodic_checkpoint_resume_after_crash(tmp_path, monkeypatch):
     cfgs = [TrainConfig(lr=lr, max_epochs=30, acc_goal=1.0, checkpoint_every=7, eval_every=5) for lr in (0.5, 1.0, 2.0)]
     ref = train_group(obj, thetas, cfgs, test=test, progress=False)
     ckpt = tmp_path / "g.ckpt"
-    calls, inner = [], sweep._Batched.loss_grad_acc
+    calls, inner = [], BatchedStepper.loss_grad_acc
 
     def crashing(self, th):
         calls.append(1)
         if len(calls) == 18:  # step 17
             raise RuntimeError("node lost")
         return inner(self, th)
-    monkeypatch.setattr(sweep._Batched, "loss_grad_acc", crashing)
+    monkeypatch.setattr(BatchedStepper, "loss_grad_acc", crashing)
     with pytest.raises(RuntimeError, match="node lost"):
         train_group(obj, thetas, cfgs, test=test, checkpoint=ckpt, progress=False)
     monkeypatch.undo()
@@ -242,7 +242,8 @@ def test_rule_script_sigterm_resume(tmp_path):
     assert 0 < step < 2500 and not (tmp_path / "m0.nc").exists()
     subprocess.run(cmd, check=True, env=env, timeout=300)  # resumes
     assert not (tmp_path / "group.ckpt").exists()
-    assert "resumed group of 3 runs" in (tmp_path / "group.log").read_text()
+    log = (tmp_path / "group.log").read_text()
+    assert "resumed from checkpoint" in log and "of 3 runs still running" in log
     # against an uninterrupted group in this process (one thread, like the script)
     ref = tmp_path / "ref"
     statuses = run_train_group(cfg, "s", [(lr, seed, schedule_from_tag(t)) for lr, seed, t in runs],

@@ -1,4 +1,5 @@
 """GD: stability on a quadratic, divergence as a status, schedules, checkpoint/resume."""
+import logging
 import math
 import os
 import signal
@@ -70,11 +71,32 @@ def test_schedules():
         schedule_from_tag("cosine")
 
 
+def test_checkpoint_of_another_initialisation_is_not_resumed(tmp_path, caplog):
+    """A checkpoint belongs to its configuration *and* its θ₀ (e.g. another seed's run written to
+    the same path): only a matching one is resumed from."""
+    caplog.set_level(logging.INFO, logger="eosflow")
+    cfg = TrainConfig(lr=0.05, max_epochs=20, checkpoint_every=5, acc_goal=None)
+    ckpt = tmp_path / "c.ckpt"
+    a, b = torch.ones(3, dtype=torch.float64), torch.full((3,), 2.0, dtype=torch.float64)
+    ref_a = train(Quadratic(1.0), a, cfg, checkpoint=ckpt, progress=False)
+    assert torch.load(ckpt, weights_only=True)["step"] == 20
+    ref_b = train(Quadratic(1.0), b, cfg, progress=False)
+    got_b = train(Quadratic(1.0), b, cfg, checkpoint=ckpt, progress=False)
+    assert "belongs to another configuration" in caplog.text
+    np.testing.assert_array_equal(got_b.metrics["train_loss"], ref_b.metrics["train_loss"])
+    caplog.clear()
+    train(Quadratic(1.0), a, cfg, checkpoint=ckpt, progress=False)  # rewrites the checkpoint for a
+    again = train(Quadratic(1.0), a, cfg, checkpoint=ckpt, progress=False)
+    assert "resumed from checkpoint" in caplog.text
+    np.testing.assert_array_equal(again.metrics["train_loss"], ref_a.metrics["train_loss"])
+    assert torch.equal(again.theta, ref_a.theta)
+
+
 # -- kill and resume through the real pipeline, in a subprocess --------------------------------
 
 SCRIPT = textwrap.dedent("""
     import sys, torch
-    from eosflow.io import save_torch
+    from eosflow.files import save_torch
     from eosflow.pipeline import run_train
     from eosflow.config import validate_config
     torch.set_num_threads(1)

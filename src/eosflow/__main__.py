@@ -1,18 +1,24 @@
 """Command line: ``python -m eosflow check-config [FILE ...]`` and ``python -m eosflow bench [...]``.
 
-Validates ``config/config.yaml`` merged with the given files (as ``snakemake --configfile``
-merges them) and prints the first problems with the file, line and key, or ``ok``. Snakemake's
-own message for malformed YAML does not name the file; this does.
+``check-config`` validates ``config/config.yaml`` (when the current folder has one, as in a
+checkout of the workflow; ``--default`` names another) merged with the given files, as
+``snakemake --configfile`` merges them, and prints the first problems with the file, line and
+key, or ``ok``. Snakemake's own message for malformed YAML does not name the file; this does.
 
 ``bench`` times the Hessian eigen-solvers against scipy and hessian-eigenthings (see
-:mod:`eosflow.bench`; ``--quick`` for a tiny run, ``--memory`` for the 50,000-image memory check).
+:mod:`eosflow.bench`, imported only by this command; ``--quick`` for a tiny run, ``--memory``
+for the 50,000-image memory check).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
+
 from .config import ConfigError, read_yaml, validate_config
+
+DEFAULT_CONFIG = "config/config.yaml"
 
 
 def _merge(base: dict, over: dict) -> dict:
@@ -22,29 +28,32 @@ def _merge(base: dict, over: dict) -> dict:
     return out
 
 
-def check_config(files: list[str], default: str = "config/config.yaml") -> dict:
-    """Merge ``default`` and ``files`` key by key and validate; raises ConfigError naming the file."""
+def check_config(files: list[str], default: str | None = DEFAULT_CONFIG) -> dict:
+    """Merge ``default`` and ``files`` key by key and validate; raises ConfigError naming the file.
+    ``default=None``: the files alone (the schema fills in the defaults)."""
     cfg: dict = {}
-    for f in [default, *files]:
+    for f in ([default] if default else []) + list(files):
         cfg = _merge(cfg, read_yaml(f))
     return validate_config(cfg)
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["bench"]:  # the benchmark and its heavy imports only when asked for
+        from .bench.cli import main as bench_main
+
+        return bench_main(argv[1:])
     p = argparse.ArgumentParser(prog="python -m eosflow")
     sub = p.add_subparsers(dest="cmd", required=True)
     c = sub.add_parser("check-config", help="validate config/config.yaml merged with FILEs")
     c.add_argument("files", nargs="*")
-    c.add_argument("--default", default="config/config.yaml")
-    b = sub.add_parser("bench", help="benchmark the Hessian eigen-solvers (writes results/bench/)")
-    from .bench import add_arguments, run_args
-
-    add_arguments(b)
+    c.add_argument("--default", default=None,
+                   help=f"the base config (default: {DEFAULT_CONFIG} when it exists here, else none)")
+    sub.add_parser("bench", help="benchmark the Hessian eigen-solvers (python -m eosflow bench --help)")
     args = p.parse_args(argv)
-    if args.cmd == "bench":
-        return run_args(args)
+    default = args.default or (DEFAULT_CONFIG if Path(DEFAULT_CONFIG).exists() else None)
     try:
-        check_config(args.files, args.default)
+        check_config(args.files, default)
     except ConfigError as e:
         print(f"eosflow: {e}", file=sys.stderr)
         return 1

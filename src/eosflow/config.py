@@ -6,12 +6,11 @@ Used by the workflow (``workflow/rules/common.smk``) before any job starts, and 
 from __future__ import annotations
 
 import copy
-import json
+from importlib import resources
 from pathlib import Path
 
 import yaml
 
-SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
 # Groups of runs, each with its own train/hessian overrides and its own results/runs/<group>/ tree:
 # ``sweep`` (fig5's grid, the top-level train/hessian blocks), and the figure experiments.
 EXPERIMENTS = ("sweep", "fig2", "fig4", "eos")
@@ -27,8 +26,12 @@ class ConfigError(ValueError):
     """A configuration problem; the message names the key, what is wrong and how to fix it."""
 
 
-def load_schema(path: str | Path | None = None) -> dict:
-    return yaml.safe_load(Path(path or SCHEMA_PATH).read_text())
+def load_schema(path: str | Path | None = None, name: str = "config") -> dict:
+    """A JSON schema (as YAML): the file ``path``, or the one the package ships,
+    ``eosflow/schemas/{name}.schema.yaml`` (``config`` or ``claims``)."""
+    if path is not None:
+        return yaml.safe_load(Path(path).read_text())
+    return yaml.safe_load(resources.files("eosflow").joinpath("schemas", f"{name}.schema.yaml").read_text())
 
 
 def _key(path) -> str:
@@ -177,6 +180,17 @@ def run_settings(cfg: dict, exp: str, setting: str, schedule: dict | None = None
             "hessian": hessian}
 
 
+def train_job_config(cfg: dict, exp: str, setting: str, schedule: dict | None = None) -> dict:
+    """The part of :func:`run_settings` a training job depends on: without the ``hessian`` block
+    (another ``hessian.k`` must not retrain), except its ``tol`` and ``max_iter`` when the run
+    tracks its sharpness in the loop (``train.sharpness_every``)."""
+    out = run_settings(cfg, exp, setting, schedule)
+    hessian = out.pop("hessian")
+    if out["train"]["sharpness_every"]:
+        out["hessian"] = {"tol": hessian["tol"], "max_iter": hessian["max_iter"]}
+    return out
+
+
 def read_yaml(path: str | Path) -> dict:
     """The mapping in a YAML config file; a missing file, malformed YAML (with line and column) or
     a non-mapping gives a :class:`ConfigError` naming the file."""
@@ -203,6 +217,3 @@ def lr_tag(lr) -> str:
     """The canonical string of a learning rate in paths and wildcards: ``f"{float(lr):g}"``."""
     return f"{float(lr):g}"
 
-
-def config_json(cfg: dict) -> str:
-    return json.dumps(cfg, sort_keys=True, default=str)

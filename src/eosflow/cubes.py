@@ -1,4 +1,4 @@
-"""Run cubes: one NetCDF file per run, with the names of the spec (``FIGURES.md``).
+"""Run cubes: one NetCDF file per run, with the names of ``docs/figures.md``.
 
 Variables: ``train_loss``, ``train_acc``, ``test_loss``, ``test_acc``, ``grad_norm``,
 ``lr_step`` (η used at each step), ``sharpness_inloop`` (dim ``step``); ``eigval``,
@@ -20,7 +20,7 @@ import numpy as np
 import xarray as xr
 
 from . import __version__
-from .io import atomic_path
+from .files import atomic_path
 
 SPEC_VARIABLES = ("train_loss", "train_acc", "test_loss", "test_acc", "eigval", "residual", "sharpness")
 _LONG_NAMES = {

@@ -12,7 +12,7 @@ Where data comes from (first hit wins):
   with ``download=True``) a fresh download.
 
 Every problem with the data raises :class:`DataError` with a message naming the file and
-saying how to get or fix it. Files are written only through :func:`eosflow.io.save_torch`, so
+saying how to get or fix it. Files are written only through :func:`eosflow.files.save_torch`, so
 nothing is ever half-written.
 """
 
@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from eosflow.io import save_torch
+from eosflow.files import save_torch
 
 log = logging.getLogger(__name__)
 

@@ -28,10 +28,6 @@ class Instability:
     rise: float
     returned: bool
 
-    @property
-    def length(self) -> int:
-        return self.end - self.onset
-
     def as_dict(self) -> dict:
         return asdict(self)
 

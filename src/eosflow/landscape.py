@@ -10,7 +10,8 @@ separately: ``*_prev`` at ``α = 0``, ``*_cur`` at ``α = s``; the grid need not
 The current point is evaluated at ``θ_{t−1} − η∇L(θ_{t−1})`` exactly, as GD computes it.
 
 :func:`run_slices` does this at several snapshots of a run (the fig2 run) and writes one NetCDF
-file with dims ``(snapshot, point)``; :func:`snapshot_steps` picks the snapshots of one instability.
+file with dims ``(snapshot, point)`` (the snapshots of one instability are chosen by
+:func:`eosflow.plans.snapshot_steps`).
 """
 
 from __future__ import annotations
@@ -26,11 +27,13 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from .cubes import provenance, write_netcdf
-from .hessian import SpectrumTracker
+from .data import load_prepared
+from .runs import build_objective
+from .spectral import SpectrumTracker
 
 log = logging.getLogger(__name__)
 
-__all__ = ["gradient_slice", "slices_dataset", "run_slices", "snapshot_steps", "slice_offsets"]
+__all__ = ["gradient_slice", "slices_dataset", "run_slices", "slice_offsets"]
 
 #: per-snapshot scalars of a slice (besides ``step``), as stored in the NetCDF file
 SNAPSHOT_VARS = ("step_length", "grad_norm", "loss_prev", "loss_cur", "sharpness_prev", "sharpness_cur",
@@ -78,7 +81,7 @@ def gradient_slice(objective, theta_prev: Tensor, lr: float, *, points: int = 41
     """``L`` and ``S`` along the normalised negative gradient through ``theta_prev``.
 
     ``objective`` needs ``loss_grad(theta) -> (L, ∇L)``, ``loss(theta)`` and what
-    :class:`~eosflow.hessian.SpectrumTracker` uses (``hvp``, ``hvp_batch``, ``dim``). The grid is
+    :class:`~eosflow.spectral.SpectrumTracker` uses (``hvp``, ``hvp_batch``, ``dim``). The grid is
     :func:`slice_offsets`; the previous (``α = 0``) and current (``α = s``) points are evaluated too,
     inside the same ordered sweep (so the Lanczos warm start runs through them), and returned
     separately. A point whose loss is not finite gets ``S = NaN`` and restarts the warm start.
@@ -124,18 +127,6 @@ def gradient_slice(objective, theta_prev: Tensor, lr: float, *, points: int = 41
     return {"alpha": grid, **out, "lanczos_iters": iters, "step_length": s, "grad_norm": gnorm,
             "loss_prev": lp, "loss_cur": lc, "sharpness_prev": sp, "sharpness_cur": sc,
             "residual_prev": rp, "residual_cur": rc, "theta_cur": theta_cur}
-
-
-def snapshot_steps(onset: int, end: int, n: int) -> list[int]:
-    """``n`` evenly spaced integer steps from ``onset + 1`` to ``end`` inclusive (rounded,
-    deduplicated, each ≥ 1, ascending): the snapshots of one instability for fig3."""
-    onset, end, n = int(onset), int(end), int(n)
-    lo = max(onset + 1, 1)
-    if n < 1:
-        raise ValueError(f"n must be ≥ 1, got {n}")
-    if end < lo:
-        raise ValueError(f"no step in ({onset}, {end}]: need end ≥ max(onset + 1, 1)")
-    return sorted({int(v) for v in np.rint(np.linspace(lo, end, n))})
 
 
 def slices_dataset(slices: list[dict], steps, lr: float, setting: str = "", config: dict | None = None,
@@ -187,25 +178,19 @@ def run_slices(cfg: dict, setting: str, data_path, snapshots_path, steps: list[i
     ``fig3cfg``: ``points``, ``span`` (``snapshots`` and ``instability`` only go to the record).
     The objective is the full training set of the setting, the loss GD trained on.
     """
-    from .data import load_prepared
-    from .device import resolve_device
-    from .pipeline import _objective
-
     steps = [int(t) for t in steps]
     if not steps:
         raise ValueError("run_slices: no steps given")
     bad = [t for t in steps if t < 1]
     if bad:
         raise ValueError(f"run_slices: steps must be ≥ 1 (the slice starts at t - 1), got {bad}")
-    device = resolve_device(cfg["device"])
-    dtype = getattr(torch, cfg["train"]["dtype"])
     hc = cfg["hessian"]
     points, span = int(fig3cfg.get("points", 41)), float(fig3cfg.get("span", 1.5))
+    obj = build_objective(cfg, setting, load_prepared(data_path), int(seed))
+    device, dtype = obj.device, obj.dtype
     snaps = torch.load(snapshots_path, map_location=device, weights_only=True)
     snap_steps, thetas = [int(t) for t in snaps["steps"].tolist()], snaps["theta"]
     idx_prev = [_snapshot_index(snap_steps, t - 1, snapshots_path) for t in steps]
-    data = load_prepared(data_path)
-    obj = _objective(cfg, setting, data, device, dtype, int(seed))
     log.info("fig3 slices of %s (lr=%g, seed=%d) at steps %s: %d points, span %g step lengths, %d parameters",
              setting, lr, seed, steps, points, span, obj.dim)
     slices = []

@@ -64,6 +64,16 @@ class Objective:
             raise ValueError(f"unknown hvp_mode {hvp_mode!r}; allowed: ['auto', 'fwdrev', 'revrev']")
         self.hvp_mode = hvp_mode
 
+    @property
+    def device(self) -> torch.device:
+        """Device of the data (and of the parameters the objective expects)."""
+        return self.x.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """Floating dtype of the data (and of the parameters)."""
+        return self.x.dtype
+
     # -- parameters ------------------------------------------------------------------------
     def flatten(self, model: nn.Module | None = None) -> Tensor:
         """The model's parameters as one flat vector (a copy)."""
@@ -83,25 +93,27 @@ class Objective:
     def logits(self, theta: Tensor, x: Tensor) -> Tensor:
         return functional_call(self.model, self.unflatten(theta), (x,))
 
-    def _sum_loss(self, theta: Tensor, x: Tensor, y: Tensor) -> Tensor:
+    def sum_loss(self, theta: Tensor, x: Tensor, y: Tensor) -> Tensor:
+        """``Σ_i ℓ(f(x_i; θ), y_i)`` over one chunk ``(x, y)`` (summed, not averaged)."""
         return per_example_loss(self.logits(theta, x), y, self.loss_name).sum()
 
     def loss(self, theta: Tensor) -> Tensor:
         with torch.no_grad():
-            return sum(self._sum_loss(theta, xc, yc) for xc, yc in self.chunks()) / self.n
+            return sum(self.sum_loss(theta, xc, yc) for xc, yc in self.chunks()) / self.n
 
     def loss_grad(self, theta: Tensor) -> tuple[Tensor, Tensor]:
         """``(L(θ), ∇L(θ))``."""
         g_total = torch.zeros_like(theta)
         l_total = theta.new_zeros(())
-        gv = grad_and_value(self._sum_loss)
+        gv = grad_and_value(self.sum_loss)
         for xc, yc in self.chunks():
             g, l = gv(theta, xc, yc)
             g_total += g
             l_total += l.detach()
         return l_total / self.n, g_total / self.n
 
-    def _sum_loss_correct(self, theta: Tensor, x: Tensor, y: Tensor):
+    def sum_loss_correct(self, theta: Tensor, x: Tensor, y: Tensor):
+        """``(summed loss, number of correct predictions)`` over one chunk."""
         logits = self.logits(theta, x)
         correct = (logits.detach().argmax(-1) == y).sum()
         return per_example_loss(logits, y, self.loss_name).sum(), correct
@@ -110,7 +122,7 @@ class Objective:
         """``(L(θ), training accuracy, ∇L(θ))`` from one forward/backward pass over the chunks."""
         g_total = torch.zeros_like(theta)
         l_total, correct = 0.0, 0
-        gv = grad_and_value(self._sum_loss_correct, has_aux=True)
+        gv = grad_and_value(self.sum_loss_correct, has_aux=True)
         for xc, yc in self.chunks():
             g, (l, c) = gv(theta, xc, yc)
             g_total += g
@@ -123,10 +135,10 @@ class Objective:
 
     def _hvp_chunk(self, theta: Tensor, v: Tensor, x: Tensor, y: Tensor) -> Tensor:
         if self.hvp_mode == "fwdrev":
-            return jvp(lambda t: grad(self._sum_loss)(t, x, y), (theta,), (v,))[1]
+            return jvp(lambda t: grad(self.sum_loss)(t, x, y), (theta,), (v,))[1]
         with torch.enable_grad():
             t = theta.detach().requires_grad_(True)
-            (g,) = torch.autograd.grad(self._sum_loss(t, x, y), t, create_graph=True)
+            (g,) = torch.autograd.grad(self.sum_loss(t, x, y), t, create_graph=True)
             (hv,) = torch.autograd.grad(g, t, grad_outputs=v)
         return hv
 

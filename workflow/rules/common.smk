@@ -12,13 +12,13 @@ _env = os.environ
 _env["PYTHONPATH"] = os.pathsep.join(p for p in (_SRC, _env.get("PYTHONPATH", "")) if p)
 
 from snakemake.exceptions import WorkflowError  # noqa: E402
-from eosflow.config import ConfigError, EXPERIMENTS, load_schema, lr_tag, run_settings, validate_config  # noqa: E402
-from eosflow.training import schedule_from_tag, schedule_tag  # noqa: E402
+from eosflow.config import (  # noqa: E402
+    ConfigError, EXPERIMENTS, load_schema, lr_tag, run_settings, train_job_config, validate_config,
+)
+from eosflow.training.schedules import schedule_from_tag, schedule_tag  # noqa: E402
 
 try:
-    _validated = validate_config(
-        config, load_schema(Path(workflow.basedir) / "workflow/schemas/config.schema.yaml")
-    )
+    _validated = validate_config(config, load_schema())  # the schema the package ships
 except ConfigError as _err:
     raise WorkflowError(f"eosflow: {_err}\nFix the key in config/config.yaml (or your --configfile).") from None
 config.clear()
@@ -69,9 +69,9 @@ def schedule_of(wildcards):
     return schedule_from_tag(wildcards.sched)
 
 
-def _run_settings(wildcards):
+def _configured(fn, wildcards):
     try:
-        return run_settings(config, wildcards.exp, wildcards.setting, schedule_of(wildcards))
+        return fn(config, wildcards.exp, wildcards.setting, schedule_of(wildcards))
     except ConfigError as err:
         raise WorkflowError(f"eosflow: {err}") from None
 
@@ -79,11 +79,11 @@ def _run_settings(wildcards):
 def run_config(wildcards):
     """The part of the config a run's training depends on (its params: changing anything else,
     e.g. hessian.k, does not rerun it)."""
-    return {k: v for k, v in _run_settings(wildcards).items() if k != "hessian"}
+    return _configured(train_job_config, wildcards)
 
 
 def hessian_config(wildcards):
-    return _run_settings(wildcards)
+    return _configured(run_settings, wildcards)
 
 
 def fork_parent(wildcards):

@@ -1,4 +1,4 @@
-# Figure 4 (progressive flattening) and the edge-of-stability check (figures/ext/eos.pdf).
+# Figure 4: progressive flattening (S_max after switching eta_0 -> eta_small at epoch e).
 
 
 rule fig4:
@@ -16,23 +16,6 @@ rule fig4:
     resources:
         runtime=10,
     conda:
-        "../../envs/eosflow.yaml"
+        "../../envs/plot.yaml"
     script:
         "../scripts/fig4.py"
-
-
-rule eos:
-    input:
-        eos_cubes,
-    output:
-        pdf=report("figures/ext/eos.pdf", caption="../report/eos.rst", category="Figures"),
-        png="figures/ext/eos.png",
-        claims="figures/ext/eos.claims.json",
-    log:
-        "results/logs/figures/eos.log",
-    resources:
-        runtime=10,
-    conda:
-        "../../envs/eosflow.yaml"
-    script:
-        "../scripts/eos.py"

@@ -40,7 +40,7 @@ if config["fig5"]["batched"]:
                 for name in ("metrics.nc", "snapshots.pt")
             ],
         params:
-            cfg=lambda w: {k: v for k, v in run_settings(config, "sweep", w.setting).items() if k != "hessian"},
+            cfg=lambda w: train_job_config(config, "sweep", w.setting),
             runs=lambda w: [[lr, int(w.seed), "const"] for lr in config["fig5"]["lrs"]],
             checkpoint="results/runs/sweep/{setting}/const/group_seed{seed}.pt",
         log:

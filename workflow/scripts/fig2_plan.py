@@ -1,7 +1,7 @@
 """Checkpoint fig2_instabilities: the baseline's loss spikes -> the plan of fig2's and fig3's later jobs."""
 from eosflow.cubes import open_cube
-from eosflow.figures.fig2 import plan_fig2
-from eosflow.io import write_json
+from eosflow.plans import plan_fig2
+from eosflow.files import write_json
 from eosflow.logs import rule_logging
 
 sm = snakemake  # noqa: F821

@@ -4,7 +4,7 @@ vmapped) -> each run's metrics NetCDF + parameter snapshots, as rule train write
 params.runs: [[lr, seed, sched_tag], ...]; output: metrics0, snapshots0, metrics1, snapshots1, ...
 """
 from eosflow.logs import rule_logging
-from eosflow.sweep import run_train_group
+from eosflow.pipeline import run_train_group
 from eosflow.training import schedule_from_tag
 
 sm = snakemake  # noqa: F821
@@ -13,6 +13,5 @@ with rule_logging(sm.log[0], sm.threads) as progress:
     out = list(sm.output)
     if len(out) != 2 * len(runs):
         raise ValueError(f"{len(runs)} runs need {2 * len(runs)} outputs (metrics, snapshots per run); got {len(out)}")
-    setting = sm.params.setting if hasattr(sm.params, "setting") else sm.wildcards.setting
-    run_train_group(sm.params.cfg, setting, runs, sm.input.data, list(zip(out[0::2], out[1::2])),
+    run_train_group(sm.params.cfg, sm.wildcards.setting, runs, sm.input.data, list(zip(out[0::2], out[1::2])),
                     checkpoint=sm.params.checkpoint, progress=progress)

@@ -1,4 +1,10 @@
-"""Shared figure helpers: the claims JSON beside every figure, and saving PDF + PNG atomically."""
+"""Shared figure helpers: the figure canvas, the claims JSON beside every figure, and the
+save-and-write tail of every figure function.
+
+Figures are plain :class:`matplotlib.figure.Figure` objects, not pyplot figures: drawing and
+saving need no backend (nothing here sets one), and no figure is left open in a caller's
+session.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +12,9 @@ import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ..io import atomic_path, write_json
+from matplotlib.figure import Figure
+
+from ..files import atomic_path, write_json
 
 
 @dataclass
@@ -40,8 +48,22 @@ def write_claims(claims: list[Claim], path, figure: str, **extra) -> None:
                 "all_hold": all(c.holds for c in claims), **extra}, path)
 
 
+def new_figure(**kwargs) -> Figure:
+    """A figure for the figure functions (keyword arguments: :class:`~matplotlib.figure.Figure`'s)."""
+    return Figure(**kwargs)
+
+
 def save_figure(fig, *paths) -> None:
     """Save a matplotlib figure to each path (format from the suffix), atomically."""
     for p in paths:
         with atomic_path(p) as tmp:
             fig.savefig(tmp, format=Path(p).suffix.lstrip("."), bbox_inches="tight", dpi=150)
+
+
+def finish(fig, claims: list[Claim], pdf_path, png_path, claims_path, figure: str, keep_open: bool = False,
+           **extra):
+    """The tail of every figure function: save the PDF and PNG, write the claims JSON (with
+    ``extra`` entries); return the claims, and the figure too with ``keep_open`` (for tests)."""
+    save_figure(fig, pdf_path, png_path)
+    write_claims(claims, claims_path, figure, **extra)
+    return (claims, fig) if keep_open else claims

@@ -10,15 +10,11 @@ from __future__ import annotations
 
 import math
 
-import matplotlib
+import numpy as np
+import seaborn as sns
+import xarray as xr
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import seaborn as sns  # noqa: E402
-import xarray as xr  # noqa: E402
-
-from .common import Claim, check, save_figure, write_claims  # noqa: E402
+from .common import Claim, check, finish, new_figure
 
 
 def second_half_ratio(cube: xr.Dataset) -> float:
@@ -61,7 +57,8 @@ def make_eos(cubes: list[xr.Dataset], pdf_path, png_path, claims_path, keep_open
     rows = summarize(cubes)
     lrs = sorted({r["lr"] for r in rows})
     pal = dict(zip(lrs, sns.color_palette("viridis", len(lrs))))
-    fig, (ax, ax_r) = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig = new_figure(figsize=(11, 4.2))
+    ax, ax_r = fig.subplots(1, 2)
     for c, r in zip(cubes, rows):
         col = pal[r["lr"]]
         h, s = c["hstep"].values, c["sharpness"].values
@@ -83,10 +80,4 @@ def make_eos(cubes: list[xr.Dataset], pdf_path, png_path, claims_path, keep_open
     ax_r.set_ylabel(r"$\eta \cdot S(\theta) / 2$")
     ax_r.set_title("(b) distance to the edge (band: 0.8-1.2)")
     fig.tight_layout()
-    claims = eos_claims(rows)
-    save_figure(fig, pdf_path, png_path)
-    write_claims(claims, claims_path, "ext/eos", runs=rows)
-    if keep_open:
-        return claims, fig
-    plt.close(fig)
-    return claims
+    return finish(fig, eos_claims(rows), pdf_path, png_path, claims_path, "ext/eos", keep_open, runs=rows)

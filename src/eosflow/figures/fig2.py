@@ -1,17 +1,17 @@
 """Figure 2: the top Hessian eigenvectors rotate during instabilities; stable training undoes it.
 
 The baseline is one full-batch GD run above its stability limit with the top-k eigenvalues
-measured every epoch. :func:`plan_fig2` (the ``fig2_instabilities`` checkpoint rule) detects its
-loss spikes (:mod:`eosflow.instability`), picks the largest, and derives from them the epochs
-whose eigenvectors are stored (``vector_steps``), the branch runs' switch epochs and fig3's
-snapshot steps. :func:`make_fig2` draws:
+measured every epoch. :func:`eosflow.plans.plan_fig2` (the ``fig2_instabilities`` checkpoint
+rule) detects its loss spikes, picks the largest, and derives from them the epochs whose
+eigenvectors are stored (``vector_steps``), the branch runs' switch epochs and fig3's snapshot
+steps. :func:`make_fig2` draws (k: the number of stored eigenvectors, ``fig2.hessian.k``):
 
 - left: L(θ) and S(θ) over epochs with 2/η, the chosen instabilities shaded and numbered;
-- top row, one panel per chosen instability: ``|⟨vᵢ(t), vᵢ(onset)⟩|`` for i = 1..3 (coloured) and
-  the top-3 subspace similarity to the onset's eigenspace (black), from onset to end, the rising
+- top row, one panel per chosen instability: ``|⟨vᵢ(t), vᵢ(onset)⟩|`` for i = 1..k (coloured) and
+  the top-k subspace similarity to the onset's eigenspace (black), from onset to end, the rising
   part (onset to peak: the instability proper, where η·S > 2 and the loss rises) shaded;
 - bottom: the branch runs (switch to a small η at several timings inside one instability,
-  coloured): subspace similarity of their top-3 eigenspace to the baseline's at the onset; the
+  coloured): subspace similarity of their top-k eigenspace to the baseline's at the onset; the
   baseline's own curve in black.
 """
 
@@ -19,51 +19,12 @@ from __future__ import annotations
 
 import math
 
-import matplotlib
+import numpy as np
+import seaborn as sns
+import xarray as xr
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import seaborn as sns  # noqa: E402
-import xarray as xr  # noqa: E402
-
-from ..instability import align_sharpness, branch_epochs, detect_instabilities  # noqa: E402
-from ..landscape import snapshot_steps  # noqa: E402
-from ..metrics import eigvec_similarity, spearman, subspace_similarity  # noqa: E402
-from .common import Claim, check, save_figure, write_claims  # noqa: E402
-
-
-def _instabilities(cube: xr.Dataset, min_rise: float):
-    steps = cube["step"].values
-    sharp = align_sharpness(steps, cube["hstep"].values, cube["sharpness"].values)
-    return detect_instabilities(cube["train_loss"].values, sharp, cube["lr_step"].values, steps, min_rise=min_rise)
-
-
-def plan_fig2(cube: xr.Dataset, fig2: dict, fig3: dict) -> dict:
-    """What fig2's and fig3's later jobs need from the baseline cube (a JSON-able dict)."""
-    found = _instabilities(cube, fig2["min_rise"])
-    last = int(cube["step"].values[-1])
-    returned = [s for s in found if s.returned]
-    chosen = sorted(sorted(returned, key=lambda s: -s.rise)[:fig2["instabilities"]], key=lambda s: s.onset)
-    vec = fig2["vectors"]
-    vector_steps: set[int] = set()
-    for s in chosen:
-        vector_steps.update(range(max(0, s.onset - vec["before"]), min(last, s.end + vec["after"]) + 1))
-    branch = {"instability": None, "epochs": [], "lr_small": fig2["branch"]["lr_small"]}
-    b = fig2["branch"]["instability"]
-    if len(chosen) >= b:
-        inst = chosen[b - 1]
-        epochs = [e for e in branch_epochs(inst, fig2["branch"]["at"]) if e < last]
-        branch.update(instability=b, epochs=epochs)
-        if epochs:  # the baseline's own curve over the branches' window
-            vector_steps.update(range(inst.onset, min(last, max(epochs) + fig2["branch"]["epochs"]) + 1))
-    f3 = fig3["instability"]
-    steps3 = snapshot_steps(chosen[f3 - 1].onset, chosen[f3 - 1].end, fig3["snapshots"]) if len(chosen) >= f3 else []
-    return {"setting": fig2["setting"], "lr": float(fig2["lr"]), "seed": int(fig2["seed"]), "last_step": last,
-            "status": cube.attrs.get("status"), "min_rise": fig2["min_rise"],
-            "instabilities": [s.as_dict() for s in found], "chosen": [s.as_dict() for s in chosen],
-            "branch": branch, "vector_steps": sorted(vector_steps), "fig3_instability": f3,
-            "fig3_steps": steps3}
+from ..similarity import eigvec_similarity, spearman, subspace_similarity
+from .common import Claim, check, finish, new_figure
 
 
 def _vectors(ds: xr.Dataset) -> dict[int, np.ndarray]:
@@ -78,14 +39,16 @@ def rotation_curves(vecs: dict[int, np.ndarray], ref: np.ndarray, steps) -> tupl
     return steps, per, sub
 
 
-def fig2_claims(plan: dict, rot_spearman: list[float], reverts: list[float], n_required: int = 3) -> list[Claim]:
-    n_spikes = len(plan["instabilities"])
+def fig2_claims(plan: dict, rot_spearman: list[float], reverts: list[float], k: int) -> list[Claim]:
+    """The claims: at least ``plan["n_instabilities"]`` spikes (the number drawn,
+    ``fig2.instabilities``); the top-``k`` eigenspace rotates while the loss rises; branches revert."""
+    n_spikes, n_required = len(plan["instabilities"]), int(plan["n_instabilities"])
     return [
-        check("the run goes through at least three instabilities",
+        check(f"the run goes through at least {n_required} instabilities",
               f"number of loss spikes (eta*S > 2, loss rising by >= {plan['min_rise']:g} relative)",
               n_spikes, ">=", n_required),
         check("eigenvectors rotate steadily during an instability",
-              "median over the chosen instabilities of Spearman(epoch, top-3 subspace similarity to the onset) "
+              f"median over the chosen instabilities of Spearman(epoch, top-{k} subspace similarity to the onset) "
               "while the loss rises (onset to peak)",
               float(np.median(rot_spearman)) if rot_spearman else None, "<", 0,
               note="" if rot_spearman else "no instability with stored eigenvectors"),
@@ -103,10 +66,11 @@ def make_fig2(baseline: xr.Dataset, vectors: xr.Dataset, branches: list[xr.Datas
     sns.set_theme(style="whitegrid", context="paper", font_scale=1.0)
     chosen = plan["chosen"]
     ncol = max(len(chosen), 1)
-    fig = plt.figure(figsize=(4.0 + 3.3 * ncol, 7.0))
+    fig = new_figure(figsize=(4.0 + 3.3 * ncol, 7.0))
     grid = fig.add_gridspec(2, ncol + 1, width_ratios=[1.4] + [1] * ncol)
     lr = plan["lr"]
     vecs = _vectors(vectors)
+    k = int(vectors.sizes.get("eig", baseline.sizes.get("eig", 0)))
 
     ax = fig.add_subplot(grid[:, 0])
     steps, loss = baseline["step"].values, baseline["train_loss"].values
@@ -134,7 +98,7 @@ def make_fig2(baseline: xr.Dataset, vectors: xr.Dataset, branches: list[xr.Datas
             a.axvspan(0, s["peak"] - s["onset"], color="0.92", zorder=0)
             for i in range(per.shape[1]):
                 a.plot(t - s["onset"], per[:, i], color=colors[i], lw=0.9, alpha=0.8, label=f"$v_{i + 1}$")
-            a.plot(t - s["onset"], sub, color="k", lw=1.8, label="top-3 subspace")
+            a.plot(t - s["onset"], sub, color="k", lw=1.8, label=f"top-{k} subspace")
             rising = t <= s["peak"]
             rho = spearman(t[rising], sub[rising])
             whole.append(spearman(t, sub))
@@ -170,15 +134,10 @@ def make_fig2(baseline: xr.Dataset, vectors: xr.Dataset, branches: list[xr.Datas
         bottom.set_title("no instability to branch in")
     bottom.set_ylim(-0.02, 1.02)
     bottom.set_xlabel("epoch")
-    bottom.set_ylabel("top-3 subspace similarity\nto the onset eigenspace")
+    bottom.set_ylabel(f"top-{k} subspace similarity\nto the onset eigenspace")
     if bottom.lines:
         bottom.legend(fontsize=7, loc="lower left", ncol=2)
     fig.tight_layout()
-    claims = fig2_claims(plan, rot_spearman, reverts)
-    save_figure(fig, pdf_path, png_path)
-    write_claims(claims, claims_path, "fig2", instabilities=plan["instabilities"], chosen=chosen,
-                 rotation_spearman=rot_spearman, rotation_spearman_onset_to_end=whole, branch_reverts=reverts, branch_epochs=b["epochs"])
-    if keep_open:
-        return claims, fig
-    plt.close(fig)
-    return claims
+    return finish(fig, fig2_claims(plan, rot_spearman, reverts, k), pdf_path, png_path, claims_path, "fig2",
+                  keep_open, instabilities=plan["instabilities"], chosen=chosen, rotation_spearman=rot_spearman,
+                  rotation_spearman_onset_to_end=whole, branch_reverts=reverts, branch_epochs=b["epochs"])

@@ -17,16 +17,13 @@ from __future__ import annotations
 
 import math
 
-import matplotlib
+import numpy as np
+import seaborn as sns
+import xarray as xr
+from matplotlib import colormaps
+from matplotlib.lines import Line2D
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import seaborn as sns  # noqa: E402
-import xarray as xr  # noqa: E402
-from matplotlib.lines import Line2D  # noqa: E402
-
-from .common import Claim, check, save_figure, write_claims  # noqa: E402
+from .common import Claim, check, finish, new_figure
 
 
 def _finite_limits(*arrays, pad: float = 0.06) -> tuple[float, float]:
@@ -94,9 +91,10 @@ def make_fig3(ds: xr.Dataset, pdf_path, png_path, claims_path, keep_open: bool =
     limit = 2.0 / lr
     n = int(ds.sizes["snapshot"])
     steps = ds["step"].values.astype(int)
-    cmap = plt.get_cmap("viridis")
+    cmap = colormaps["viridis"]
     colours = [cmap(x) for x in (np.linspace(0.0, 0.9, n) if n > 1 else [0.0])]
-    fig, axes = plt.subplots(2, n, figsize=(2.5 * n + 0.6, 5.2), squeeze=False, sharex="col")
+    fig = new_figure(figsize=(2.5 * n + 0.6, 5.2))
+    axes = fig.subplots(2, n, squeeze=False, sharex="col")
     alpha = ds["alpha"].values.astype(float)
     s_len = ds["step_length"].values.astype(float)
     rows = (("loss", "loss_prev", "loss_cur", r"$L(\theta)$"),
@@ -136,10 +134,6 @@ def make_fig3(ds: xr.Dataset, pdf_path, png_path, claims_path, keep_open: bool =
     setting = ds.attrs.get("setting", "")
     fig.suptitle(f"fig3: L and S along the gradient direction, {setting} at $\\eta$ = {lr:g}", fontsize=10)
     fig.tight_layout(rect=(0, 0.03, 1, 1))
-    save_figure(fig, pdf_path, png_path)
-    if not keep_open:
-        plt.close(fig)
-    claims = fig3_claims(ds)
     snapshots = []
     for j in range(n):
         res = np.r_[ds["residual"].values[j].astype(float), float(ds["residual_prev"].values[j]),
@@ -153,6 +147,5 @@ def make_fig3(ds: xr.Dataset, pdf_path, png_path, claims_path, keep_open: bool =
             "lr_sharpness_cur_over_2": _f(lr * sc / 2),
             "max_residual": _f(res.max()) if res.size else None,
         })
-    write_claims(claims, claims_path, "fig3", lr=lr, setting=setting, stability_limit_2_over_lr=limit,
-                 snapshots=snapshots)
-    return (claims, fig) if keep_open else claims
+    return finish(fig, fig3_claims(ds), pdf_path, png_path, claims_path, "fig3", keep_open, lr=lr, setting=setting,
+                  stability_limit_2_over_lr=limit, snapshots=snapshots)

@@ -8,16 +8,12 @@ longer η₀ phases give a lower S_max.
 
 from __future__ import annotations
 
-import matplotlib
+import numpy as np
+import seaborn as sns
+import xarray as xr
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import seaborn as sns  # noqa: E402
-import xarray as xr  # noqa: E402
-
-from ..metrics import spearman  # noqa: E402
-from .common import Claim, check, save_figure, write_claims  # noqa: E402
+from ..similarity import spearman
+from .common import Claim, check, finish, new_figure
 
 
 def s_max_after(cube: xr.Dataset, epoch: int) -> float:
@@ -73,7 +69,8 @@ def make_fig4(runs: list[dict], lr_small: float, pdf_path, png_path, claims_path
     rows = summarize(runs)
     lrs = sorted({r["lr0"] for r in rows})
     pal = sns.color_palette("viridis", len(lrs))
-    fig, (ax, ax_t) = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig = new_figure(figsize=(11, 4.2))
+    ax, ax_t = fig.subplots(1, 2)
     mean = _mean_by(rows, lambda r: (r["lr0"], r["epoch"]))
     for c, lr in zip(pal, lrs):
         es = sorted(e for (l0, e) in mean if l0 == lr)
@@ -103,9 +100,5 @@ def make_fig4(runs: list[dict], lr_small: float, pdf_path, png_path, claims_path
     ax_t.legend(fontsize=7, ncol=2)
     fig.tight_layout()
     claims, per_lr = fig4_claims(rows)
-    save_figure(fig, pdf_path, png_path)
-    write_claims(claims, claims_path, "fig4", runs=rows, spearman_e_per_eta0=per_lr, lr_small=lr_small)
-    if keep_open:
-        return claims, fig
-    plt.close(fig)
-    return claims
+    return finish(fig, claims, pdf_path, png_path, claims_path, "fig4", keep_open, runs=rows,
+                  spearman_e_per_eta0=per_lr, lr_small=lr_small)

@@ -13,18 +13,16 @@ from __future__ import annotations
 
 import math
 
-import matplotlib
+import numpy as np
+import seaborn as sns
+import xarray as xr
+from matplotlib import colormaps
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import LogNorm
+from matplotlib.lines import Line2D
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import seaborn as sns  # noqa: E402
-import xarray as xr  # noqa: E402
-from matplotlib.colors import LogNorm  # noqa: E402
-from matplotlib.lines import Line2D  # noqa: E402
-from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: E402
-
-from .common import Claim, check, save_figure, write_claims  # noqa: E402
+from .common import Claim, check, finish, new_figure
 
 CHANCE = 0.1
 
@@ -89,15 +87,15 @@ def setting_claims(name: str, ds: xr.Dataset) -> list[Claim]:
 
 
 def make_fig5(ds: xr.Dataset, pdf_path, png_path, claims_path, keep_open: bool = False):
-    """Draw figure 5 from a sweep summary (:func:`eosflow.pipeline.summarize_runs`); returns the
+    """Draw figure 5 from a sweep summary (:func:`eosflow.summary.summarize_runs`); returns the
     claims (and the figure too with ``keep_open``, for tests)."""
     sns.set_theme(style="whitegrid", context="paper", font_scale=1.1)
     settings = list(dict.fromkeys(ds["setting"].values.tolist()))
-    fig, axes = plt.subplots(1, len(settings) + 1, figsize=(5.2 * (len(settings) + 1), 4.2), squeeze=False)
-    axes = axes[0]
+    fig = new_figure(figsize=(5.2 * (len(settings) + 1), 4.2))
+    axes = fig.subplots(1, len(settings) + 1, squeeze=False)[0]
     lr_all = ds["lr"].values.astype(float)
     norm = LogNorm(vmin=lr_all.min(), vmax=max(lr_all.max(), lr_all.min() * 1.0001))
-    cmap = plt.get_cmap("viridis")
+    cmap = colormaps["viridis"]
     claims: list[Claim] = []
     pooled_ax = axes[-1]
     for ax, name in zip(axes[:-1], settings):
@@ -139,15 +137,12 @@ def make_fig5(ds: xr.Dataset, pdf_path, png_path, claims_path, keep_open: bool =
                Line2D([], [], marker="v", ls="", color="tab:red", label="diverged (at chance)"),
                Line2D([], [], marker="o", ls="", mfc="w", mec="0.5", label="grey edge: hit max_epochs")]
     pooled_ax.legend(handles=handles, fontsize=8, loc="lower left")
-    sm = plt.cm.ScalarMappable(norm=norm, cmap=cmap)
+    sm = ScalarMappable(norm=norm, cmap=cmap)
     cbar = fig.colorbar(sm, ax=axes, label=r"$\eta_0$", pad=0.01, fraction=0.025)
     _log_axis(cbar.ax.yaxis)
-    save_figure(fig, pdf_path, png_path)
-    if not keep_open:
-        plt.close(fig)
     status = ds["status"].values
     runs = {s: int((status == s).sum()) for s in ("converged", "max_epochs", "diverged")}
     diverged = [{"setting": str(st), "lr": float(lr), "seed": int(sd)} for st, lr, sd, s in
                 zip(ds["setting"].values, ds["lr"].values, ds["seed"].values, status) if s == "diverged"]
-    write_claims(claims, claims_path, figure="fig5", runs=runs, diverged_runs=diverged)
-    return (claims, fig) if keep_open else claims
+    return finish(fig, claims, pdf_path, png_path, claims_path, "fig5", keep_open, runs=runs,
+                  diverged_runs=diverged)

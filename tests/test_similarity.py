@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from eosflow.metrics import eigvec_similarity, principal_angles, spearman, subspace_similarity
+from eosflow.similarity import eigvec_similarity, principal_angles, spearman, subspace_similarity
 
 D = torch.float64
 

@@ -33,11 +33,13 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None):
 
 
 def save_torch(obj, path) -> None:
-    """``torch.save`` atomically."""
+    """``torch.save`` atomically. Written through a file object, so the archive's inner folder is
+    torch's fixed ``archive`` rather than the temporary file's random name: the same content gives
+    the same bytes."""
     import torch
 
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        torch.save(obj, f)
 
 
 def write_json(obj, path) -> None:

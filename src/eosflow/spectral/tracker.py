@@ -1,0 +1,117 @@
+"""Top Hessian eigenpairs of an objective (:func:`top_eigenpairs`) and along a trajectory,
+warm-started from one measurement to the next (:class:`SpectrumTracker`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from .block import block_lanczos
+from .krylov import EigResult
+from .lanczos import lanczos
+from .operators import DEFAULT_GRAPH_CACHE_BYTES, CachedHVP, ChunkedLoss, LinearOperator, ObjectiveHVP
+
+__all__ = ["METHODS", "HVP_KINDS", "hvp_operator", "top_eigenpairs", "SpectrumTracker"]
+
+#: Solvers of :func:`top_eigenpairs`: ``"auto"`` (``"block"``), ``"block"``
+#: (:func:`~eosflow.spectral.block.block_lanczos`), ``"lanczos"``
+#: (:func:`~eosflow.spectral.lanczos.lanczos` over fresh products: half the basis memory).
+METHODS = ("auto", "block", "lanczos")
+#: Hessian-vector products of :func:`hvp_operator`.
+HVP_KINDS = ("auto", "cached", "objective")
+
+
+def _default_block_size(objective, theta: Tensor, k: int) -> int:
+    """1 (single-vector Lanczos over cached graphs) on a CPU, where batching HVPs gains little;
+    on a GPU a block of ``k`` (at most 16) when the objective can batch HVPs with ``vmap``."""
+    if theta.device.type == "cuda" and getattr(objective, "hvp_mode", None) == "fwdrev":
+        return max(1, min(int(k), 16))
+    return 1
+
+
+def hvp_operator(objective, theta: Tensor, kind: str = "auto", block_size: int = 1,
+                 graph_cache_bytes: int = DEFAULT_GRAPH_CACHE_BYTES) -> LinearOperator:
+    """The Hessian of ``objective`` at ``theta`` as an operator.
+
+    ``kind``: ``"cached"`` (:class:`~eosflow.spectral.operators.CachedHVP`, for a
+    :class:`~eosflow.spectral.operators.ChunkedLoss`, with at most ``graph_cache_bytes`` of
+    retained graphs), ``"objective"`` (:class:`~eosflow.spectral.operators.ObjectiveHVP`: the
+    objective's own ``hvp``/``hvp_batch``) or ``"auto"``: ``"objective"`` for blocks on a GPU with
+    a forward-over-reverse objective, whose ``vmap`` batches pay off there, and for objectives
+    that only offer ``hvp``/``hvp_batch``; else ``"cached"``.
+    """
+    if kind not in HVP_KINDS:
+        raise ValueError(f"unknown hvp {kind!r}; allowed: {list(HVP_KINDS)}")
+    theta = theta.detach()
+    if kind == "auto":
+        gpu_blocks = block_size > 1 and theta.device.type == "cuda" and getattr(objective, "hvp_mode", None) == "fwdrev"
+        kind = "objective" if gpu_blocks or not isinstance(objective, ChunkedLoss) else "cached"
+    if kind == "objective":
+        return ObjectiveHVP(objective, theta)
+    return CachedHVP(objective, theta, max_bytes=graph_cache_bytes)
+
+
+def top_eigenpairs(objective, theta: Tensor, k: int, *, warm: Tensor | None = None, tol: float = 1e-3,
+                   max_iter: int = 200, seed: int = 0, method: str = "auto", block_size: int | None = None,
+                   n_guard: int = 0, hvp: str = "auto",
+                   graph_cache_bytes: int = DEFAULT_GRAPH_CACHE_BYTES) -> EigResult:
+    """Top-k Hessian eigenpairs of ``objective`` at ``theta``.
+
+    ``warm``: previous eigenvectors ``(m, P)`` (or one vector) to warm-start from.
+    ``method``: ``"auto"``/``"block"``: :func:`~eosflow.spectral.block.block_lanczos` over
+    :func:`hvp_operator` (``hvp``, ``graph_cache_bytes``; ``block_size``: default 1 on a CPU, on a
+    GPU ``min(k, 16)`` with ``vmap``-batched products when the objective is forward-over-reverse);
+    ``"lanczos"``: :func:`~eosflow.spectral.lanczos.lanczos` over the objective's own products.
+    Both stop at relative residual ``tol`` and agree to that accuracy. ``n_guard``: also return
+    that many further Ritz vectors as ``EigResult.guard`` (block engine only).
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; allowed: {list(METHODS)}")
+    if method == "lanczos":
+        return lanczos(ObjectiveHVP(objective, theta), k, v0=warm, tol=tol, max_iter=max_iter, seed=seed)
+    b = _default_block_size(objective, theta, k) if block_size is None else int(block_size)
+    op = hvp_operator(objective, theta, hvp, b, graph_cache_bytes)
+    return block_lanczos(op, k, v0=warm, tol=tol, max_iter=max_iter, block_size=b, seed=seed, n_guard=n_guard)
+
+
+@dataclass
+class SpectrumTracker:
+    """Top-k Hessian eigenpairs along a trajectory, each solve warm-started from the previous one.
+
+    ``records`` holds one dict per :meth:`measure` (eigenvalues, residuals and costs, on the CPU);
+    ``eigvecs`` the latest eigenvectors (on the device of ``theta``). ``method`` and
+    ``block_size`` are passed to :func:`top_eigenpairs`. With the block engine the next solve
+    starts from the top k and ``n_guard`` further Ritz vectors (``guard``) of the previous one, so
+    that an eigenvalue rising into the top k between two measurements is not missed.
+    """
+
+    k: int
+    tol: float = 1e-3
+    max_iter: int = 200
+    seed: int = 0
+    eigvecs: Tensor | None = None
+    records: list[dict] = field(default_factory=list)
+    method: str = "auto"
+    block_size: int | None = None
+    n_guard: int = 2
+    guard: Tensor | None = field(default=None, repr=False)
+
+    def measure(self, objective, theta: Tensor, step: int | None = None) -> EigResult:
+        warm = self.eigvecs
+        if warm is not None and self.guard is not None and self.guard.shape[0]:
+            warm = torch.cat([warm, self.guard])
+        res = top_eigenpairs(objective, theta, self.k, warm=warm, tol=self.tol,
+                             max_iter=self.max_iter, seed=self.seed + len(self.records), method=self.method,
+                             block_size=self.block_size, n_guard=0 if self.method == "lanczos" else self.n_guard)
+        self.eigvecs, self.guard = res.eigvecs, res.guard
+        self.records.append({
+            "step": step, "eigvals": res.eigvals.detach().cpu(), "residuals": res.residuals.detach().cpu(),
+            "iterations": res.iterations, "n_matvec": res.n_matvec, "converged": res.converged,
+        })
+        return res
+
+    def reset(self) -> None:
+        """Forget the warm start (e.g. after a jump in parameters)."""
+        self.eigvecs = self.guard = None

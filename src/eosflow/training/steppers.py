@@ -1,0 +1,134 @@
+"""How a training step is computed: one run on a flat ``θ``, or K runs stacked and ``vmap``ped.
+
+A stepper holds the parameters of the active runs in its own layout and offers what
+:func:`eosflow.training.loop.run_loop` needs: the per-run training loss, accuracy, gradient norm
+and gradient finiteness with the gradients (:meth:`loss_grad_acc`), test evaluation of some runs,
+the finiteness of their parameters, one run's parameters (:meth:`row`), dropping ended runs
+(:meth:`select`) and the GD update. Nothing else differs between a single and a batched run.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from torch.func import grad_and_value, vmap
+
+from ..objective import Objective, per_example_loss
+
+__all__ = ["ObjectiveStepper", "BatchedStepper"]
+
+
+class ObjectiveStepper:
+    """One run: the objective's own full-batch passes on ``θ`` of shape ``(P,)``. Any object with
+    ``loss_grad_acc(θ) -> (loss, acc, ∇L)`` and ``evaluate(θ, x, y) -> (loss, acc)`` will do."""
+
+    def __init__(self, objective):
+        self.objective = objective
+
+    def stack(self, rows: list[Tensor]) -> Tensor:
+        (theta,) = rows
+        return theta
+
+    def loss_grad_acc(self, theta: Tensor):
+        loss, acc, g = self.objective.loss_grad_acc(theta)
+        return [loss], [acc], [float(g.norm())], [bool(torch.isfinite(g).all())], g
+
+    def evaluate(self, theta: Tensor, rows: list[int], x, y) -> list[tuple[float, float]]:
+        return [self.objective.evaluate(theta, x, y)] if rows else []
+
+    def finite(self, theta: Tensor, rows: list[int]) -> list[bool]:
+        return [bool(torch.isfinite(theta).all())] if rows else []
+
+    def row(self, theta: Tensor, j: int) -> Tensor:
+        return theta
+
+    def select(self, theta: Tensor, g: Tensor, keep: list[int]) -> tuple[Tensor, Tensor]:
+        if keep != [0]:
+            raise ValueError(f"a single run cannot keep rows {keep}")
+        return theta, g
+
+    def update(self, theta: Tensor, g: Tensor, lrs: list[float]) -> Tensor:
+        return theta - lrs[0] * g
+
+
+class BatchedStepper:
+    """K runs of one architecture on one dataset: parameters stacked into ``(K, P)``; losses,
+    gradients and accuracies in one ``torch.func.vmap`` over :meth:`Objective.sum_loss_correct`
+    (``functional_call`` of the same model with each row's parameters; the data are shared, not
+    copied). Rows of a vmap are independent, so a diverged run cannot disturb the others."""
+
+    def __init__(self, objective: Objective):
+        self.obj = objective
+        self._gv = vmap(grad_and_value(objective.sum_loss_correct, has_aux=True), in_dims=(0, None, None))
+
+        def sum_loss_correct(theta, x, y):
+            logits = objective.logits(theta, x)
+            return per_example_loss(logits, y, objective.loss_name).sum(), (logits.argmax(-1) == y).sum()
+
+        self._eval = vmap(sum_loss_correct, in_dims=(0, None, None))
+        self._lrs: list[float] | None = None
+        self._lr: Tensor | None = None
+
+    def stack(self, rows: list[Tensor]) -> Tensor:
+        return torch.stack(rows)
+
+    def loss_grad_acc(self, theta: Tensor):
+        """For ``theta`` of shape ``(k, P)``: lists of k losses, accuracies, gradient norms and
+        all-finite flags of the gradients, and the ``(k, P)`` gradients. One host sync."""
+        obj, k = self.obj, theta.shape[0]
+        g_total = torch.zeros_like(theta)
+        ls, cs = [], []
+        for xc, yc in obj.chunks():
+            g, (l, c) = self._gv(theta, xc, yc)
+            g_total += g
+            ls.append(l.detach())
+            cs.append(c)
+        g = g_total / obj.n
+        stats = torch.cat([torch.stack(ls).double().flatten(), torch.stack(cs).double().flatten(),
+                           g.norm(dim=1).double(), torch.isfinite(g).all(dim=1).double()]).tolist()
+        nc = len(ls)
+        losses = [_chunk_sum(stats, 0, nc, k, j) / obj.n for j in range(k)]
+        accs = [int(_chunk_sum(stats, nc, nc, k, j, as_int=True)) / obj.n for j in range(k)]
+        gnorm = stats[2 * nc * k:(2 * nc + 1) * k]
+        finite = [bool(v) for v in stats[(2 * nc + 1) * k:]]
+        return losses, accs, gnorm, finite, g
+
+    @torch.no_grad()
+    def evaluate(self, theta: Tensor, rows: list[int], x: Tensor, y: Tensor) -> list[tuple[float, float]]:
+        """``(mean loss, accuracy)`` on ``(x, y)`` for the given rows of ``theta``."""
+        if not rows:
+            return []
+        sub, k = theta[rows], len(rows)
+        ls, cs = [], []
+        for xc, yc in self.obj.chunks(x, y):
+            l, c = self._eval(sub, xc, yc)
+            ls.append(l)
+            cs.append(c)
+        vals = torch.cat([torch.stack(ls).double().flatten(), torch.stack(cs).double().flatten()]).tolist()
+        nc, n = len(ls), x.shape[0]
+        return [(_chunk_sum(vals, 0, nc, k, j) / n, _chunk_sum(vals, nc, nc, k, j, as_int=True) / n)
+                for j in range(k)]
+
+    def finite(self, theta: Tensor, rows: list[int]) -> list[bool]:
+        return torch.isfinite(theta[rows]).all(dim=1).tolist() if rows else []
+
+    def row(self, theta: Tensor, j: int) -> Tensor:
+        return theta[j]
+
+    def select(self, theta: Tensor, g: Tensor, keep: list[int]) -> tuple[Tensor, Tensor]:
+        return theta[keep], g[keep]
+
+    def update(self, theta: Tensor, g: Tensor, lrs: list[float]) -> Tensor:
+        if lrs != self._lrs:  # a new (k, 1) tensor of rates only when they change (schedules, runs leaving)
+            self._lrs, self._lr = lrs, torch.tensor(lrs, dtype=theta.dtype, device=theta.device).unsqueeze(1)
+        return theta - self._lr * g
+
+
+def _chunk_sum(values: list[float], first: int, n_chunks: int, k: int, j: int, as_int: bool = False):
+    """Run ``j``'s total over chunks of a flat list laid out chunk by chunk (``k`` runs each),
+    starting at chunk slot ``first``: summed chunk by chunk in Python, as
+    :meth:`Objective.loss_grad_acc` does."""
+    total = 0 if as_int else 0.0
+    for i in range(first, first + n_chunks):
+        total += int(values[i * k + j]) if as_int else values[i * k + j]
+    return total
