@@ -22,3 +22,20 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+class _Marker:
+    """Unpickling this calls ``os.system("touch <path>")``: a stand-in for any code in a file."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.path}",))
+
+
+@pytest.fixture
+def code_marker(tmp_path):
+    """``(obj, path)``: an object whose unpickling would create ``path``; no read may create it."""
+    path = tmp_path / "marker"
+    return _Marker(path), path

@@ -201,6 +201,29 @@ def test_cifar_bad_pickle(tmp_path):
         load_cifar10(root=str(d))
 
 
+@pytest.mark.parametrize("protocol", [2, 4, 5])
+def test_cifar_batches_of_every_protocol_load(tmp_path, protocol):
+    d = tmp_path / "cifar-10-batches-py"
+    fake_cifar(d)
+    with open(d / "test_batch", "wb") as f:  # as the real files: batch label, file names, data, labels
+        pickle.dump({b"batch_label": b"testing batch 1 of 1", b"filenames": [b"a.png"] * 20,
+                     b"data": np.full((20, 3072), 7, np.uint8), b"labels": list(range(10)) * 2}, f, protocol=protocol)
+    x_tr, y_tr, x_te, y_te = load_cifar10(root=str(d))
+    assert x_te.shape == (20, 32, 32, 3) and int(x_te[3, 4, 5, 1]) == 7 and list(y_te[:3]) == [0, 1, 2]
+
+
+def test_crafted_cifar_batch_runs_no_code(tmp_path, code_marker):
+    """A batch whose pickle would call os.system is refused before anything runs; the error names it."""
+    d = tmp_path / "cifar-10-batches-py"
+    fake_cifar(d)
+    payload, marker = code_marker
+    with open(d / "data_batch_2", "wb") as f:
+        pickle.dump({b"data": payload, b"labels": [0]}, f)
+    with pytest.raises(DataError, match=r"data_batch_2: not a CIFAR-10 batch \(refused posix.system"):
+        load_cifar10(root=str(d))
+    assert not marker.exists()
+
+
 # -------------------------------------------------------------------- balanced_subset ----
 
 

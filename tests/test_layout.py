@@ -63,3 +63,20 @@ def test_functions_stay_short(package):
                 if n > 80:
                     long.append(f"{path.name}:{node.name} ({n} lines)")
     assert not long, long
+
+
+def test_no_read_in_the_package_can_run_code():
+    """Every torch.load passes weights_only=True, and nothing calls pickle.load/loads (CIFAR-10
+    batches go through a restricted Unpickler)."""
+    bad = []
+    for path in sorted(SRC.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                    and isinstance(node.func.value, ast.Name)):
+                continue
+            call = f"{node.func.value.id}.{node.func.attr}"
+            safe = any(k.arg == "weights_only" and isinstance(k.value, ast.Constant) and k.value.value is True
+                       for k in node.keywords)
+            if call == "torch.load" and not safe or call in ("pickle.load", "pickle.loads"):
+                bad.append(f"{path.relative_to(SRC)}:{node.lineno} {call}")
+    assert not bad, bad

@@ -83,6 +83,7 @@ def test_checkpoint_of_another_initialisation_is_not_resumed(tmp_path, caplog):
     ref_b = train(Quadratic(1.0), b, cfg, progress=False)
     got_b = train(Quadratic(1.0), b, cfg, checkpoint=ckpt, progress=False)
     assert "belongs to another configuration" in caplog.text
+    assert (tmp_path / "c.ckpt.bad").exists()  # moved aside, not resumed from
     np.testing.assert_array_equal(got_b.metrics["train_loss"], ref_b.metrics["train_loss"])
     caplog.clear()
     train(Quadratic(1.0), a, cfg, checkpoint=ckpt, progress=False)  # rewrites the checkpoint for a
@@ -90,6 +91,31 @@ def test_checkpoint_of_another_initialisation_is_not_resumed(tmp_path, caplog):
     assert "resumed from checkpoint" in caplog.text
     np.testing.assert_array_equal(again.metrics["train_loss"], ref_a.metrics["train_loss"])
     assert torch.equal(again.theta, ref_a.theta)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "random", "code"])
+def test_damaged_checkpoint_is_set_aside_and_the_run_starts_afresh(tmp_path, caplog, damage, code_marker):
+    """A checkpoint that cannot be read (cut short, random bytes, or a pickle that would run code)
+    is moved to <name>.bad with a warning naming it; the run starts afresh and ends as if there had
+    been none. No code runs."""
+    caplog.set_level(logging.INFO, logger="eosflow")
+    cfg = TrainConfig(lr=0.05, max_epochs=30, checkpoint_every=5, acc_goal=None)
+    theta0 = torch.ones(3, dtype=torch.float64)
+    ref = train(Quadratic(1.0), theta0, cfg, progress=False)
+    ckpt, (payload, marker) = tmp_path / "c.ckpt", code_marker
+    train(Quadratic(1.0), theta0, TrainConfig(**{**cfg.__dict__, "max_epochs": 10}), checkpoint=ckpt, progress=False)
+    good = ckpt.read_bytes()
+    if damage == "truncated":
+        ckpt.write_bytes(good[: len(good) // 2])
+    elif damage == "random":
+        ckpt.write_bytes(np.random.default_rng(0).bytes(len(good)))
+    else:
+        torch.save({"fingerprint": payload, "step": 5}, ckpt)
+    res = train(Quadratic(1.0), theta0, cfg, checkpoint=ckpt, progress=False)
+    assert not marker.exists()
+    assert (tmp_path / "c.ckpt.bad").exists() and "moved aside to" in caplog.text and "cannot be read" in caplog.text
+    np.testing.assert_array_equal(res.metrics["train_loss"], ref.metrics["train_loss"])
+    assert torch.equal(res.theta, ref.theta)
 
 
 # -- kill and resume through the real pipeline, in a subprocess --------------------------------

@@ -281,3 +281,27 @@ def test_no_spike_fig2_draws_and_fig3_says_why(workdir):
     out = snakemake(workdir, "figures/fig3.pdf", check=False, configs=configs)
     assert out.returncode != 0
     assert "fig3 has nothing to slice" in out.stdout + out.stderr and "fig2.min_rise" in out.stdout + out.stderr
+
+
+def test_damaged_checkpoint_never_blocks_the_run(workdir):
+    run = "results/runs/sweep/fmnist_mlp/const/lr0.07/seed3"
+    (workdir / run).mkdir(parents=True, exist_ok=True)
+    (workdir / run / "checkpoint.pt").write_bytes(np.random.default_rng(0).bytes(4096))
+    snakemake(workdir, f"{run}/metrics.nc")
+    assert (workdir / run / "checkpoint.pt.bad").exists() and not (workdir / run / "checkpoint.pt").exists()
+    log = (workdir / "results/logs/train/sweep/fmnist_mlp/const/lr0.07_seed3.log").read_text()
+    assert "cannot be read" in log and "moved aside to" in log
+
+
+def test_damaged_cube_is_named_without_a_traceback(workdir):
+    snakemake(workdir, "figures/fig5.pdf")
+    cube = sorted((workdir / "results/runs/sweep").rglob("cube.nc"))[0]
+    good = cube.read_bytes()
+    cube.write_bytes(good[: len(good) // 2])
+    out = snakemake(workdir, "figures/fig5.pdf", check=False)
+    text = out.stdout + out.stderr
+    assert out.returncode != 0
+    assert f"eosflow: run cube {cube.relative_to(workdir)} cannot be read" in text, text[-3000:]
+    assert "delete it and rerun snakemake" in text and "Traceback" not in text
+    cube.write_bytes(good)
+    snakemake(workdir, "figures/fig5.pdf")

@@ -20,7 +20,7 @@ import numpy as np
 import xarray as xr
 
 from . import __version__
-from .files import atomic_path
+from .files import UnreadableFile, atomic_path
 
 SPEC_VARIABLES = ("train_loss", "train_acc", "test_loss", "test_acc", "eigval", "residual", "sharpness")
 _LONG_NAMES = {
@@ -39,8 +39,9 @@ _LONG_NAMES = {
 }
 
 
-class CubeError(ValueError):
-    """A run cube that a figure cannot use; the message names the file."""
+class CubeError(UnreadableFile):
+    """A NetCDF file (run cube, metrics, summary, ...) that a job cannot use; the message names the
+    file and the fix."""
 
 
 @functools.lru_cache(maxsize=1)
@@ -137,19 +138,25 @@ def write_netcdf(ds: xr.Dataset, path, float32: bool = True, eigvec_bits: int | 
         ds.to_netcdf(tmp, engine="netcdf4", encoding=enc)
 
 
-def open_cube(path, require=SPEC_VARIABLES) -> xr.Dataset:
-    """Open a run cube and check that it has ``require``d variables; errors name the file."""
+def load_netcdf(path, what: str = "NetCDF file", require=()) -> xr.Dataset:
+    """Load a NetCDF file into memory and check that it has the ``require``d variables; a missing,
+    truncated or damaged file, or one without them, is a :class:`CubeError` that names the file
+    (as ``what``) and the fix."""
     path = Path(path)
     if not path.exists():
-        raise CubeError(f"run cube {path} does not exist; rebuild it with snakemake {path}")
+        raise CubeError(f"{what} {path} does not exist; rebuild it with snakemake {path}")
     try:
         ds = xr.load_dataset(path, engine="netcdf4")
-    except (OSError, ValueError) as e:
-        raise CubeError(f"run cube {path} cannot be read ({e}); delete it and rerun snakemake") from None
+    except Exception as e:  # netCDF4/HDF5 report damage as OSError, RuntimeError, ValueError...
+        raise CubeError(f"{what} {path} cannot be read ({type(e).__name__}: {str(e)[:200]}): it is truncated or "
+                        "damaged; delete it and rerun snakemake, which rebuilds it") from None
     missing = [v for v in require if v not in ds.variables]
     if missing:
-        raise CubeError(f"run cube {path} lacks variable(s) {missing}; it was made by another version — "
+        raise CubeError(f"{what} {path} lacks variable(s) {missing}; it was made by another version — "
                         f"delete it and rerun snakemake to rebuild it")
     return ds
 
 
+def open_cube(path, require=SPEC_VARIABLES) -> xr.Dataset:
+    """Open a run cube and check that it has ``require``d variables; errors name the file."""
+    return load_netcdf(path, "run cube", require)

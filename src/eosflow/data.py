@@ -217,15 +217,35 @@ def _load_fashion_mnist(root, download, cache_dir) -> tuple[tuple[np.ndarray, ..
 # ---------------------------------------------------------------------------- CIFAR-10 -----
 
 
+class _BatchUnpickler(pickle.Unpickler):
+    """Unpickles what a CIFAR-10 batch holds (dicts, lists, bytes, strings, numbers and numpy
+    arrays) and refuses every other global, so reading a batch never runs code."""
+
+    ALLOWED = {(m, name) for m in ("numpy.core.multiarray", "numpy._core.multiarray")
+               for name in ("_reconstruct", "scalar")} | {
+        ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.numeric", "_frombuffer"),
+        ("numpy._core.numeric", "_frombuffer"), ("_codecs", "encode")}
+
+    def find_class(self, module, name):
+        if (module, name) in self.ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refused {module}.{name}: a CIFAR-10 batch holds only dicts, lists, "
+                                     "bytes, strings, numbers and numpy arrays")
+
+
 def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """One torchvision/Krizhevsky pickle -> (x uint8 (n,32,32,3), y int64 (n,))."""
+    """One torchvision/Krizhevsky pickle -> (x uint8 (n,32,32,3), y int64 (n,)), read with
+    :class:`_BatchUnpickler` (no code runs)."""
     try:
         with open(path, "rb") as f:
-            d = pickle.load(f, encoding="bytes")
+            d = _BatchUnpickler(f, encoding="bytes").load()
         data = np.asarray(d[b"data"], dtype=np.uint8)
         labels = np.asarray(d[b"labels"], dtype=np.int64)
     except FileNotFoundError as e:
         raise DataError(f"{path}: missing; {_CIFAR_HOWTO}") from e
+    except pickle.UnpicklingError as e:
+        raise DataError(f"{path}: not a CIFAR-10 batch ({e}); nothing in it was run. Delete it and fetch "
+                        "CIFAR-10 again from its official source") from None
     except Exception as e:  # unpickling errors come in many types
         raise DataError(f"{path}: not a readable CIFAR-10 batch ({e!r}); delete it and "
                         "fetch CIFAR-10 again") from e

@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 
 from .cubes import provenance, write_netcdf
 from .data import load_prepared
+from .files import load_torch
 from .runs import build_objective
 from .spectral import SpectrumTracker
 
@@ -188,7 +189,7 @@ def run_slices(cfg: dict, setting: str, data_path, snapshots_path, steps: list[i
     points, span = int(fig3cfg.get("points", 41)), float(fig3cfg.get("span", 1.5))
     obj = build_objective(cfg, setting, load_prepared(data_path), int(seed))
     device, dtype = obj.device, obj.dtype
-    snaps = torch.load(snapshots_path, map_location=device, weights_only=True)
+    snaps = load_torch(snapshots_path, "run snapshots", map_location=device)
     snap_steps, thetas = [int(t) for t in snaps["steps"].tolist()], snaps["theta"]
     idx_prev = [_snapshot_index(snap_steps, t - 1, snapshots_path) for t in steps]
     log.info("fig3 slices of %s (lr=%g, seed=%d) at steps %s: %d points, span %g step lengths, %d parameters",

@@ -13,12 +13,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import xarray as xr
 from tqdm.auto import tqdm
 
-from .cubes import build_cube, metrics_dataset, spectra_dataset, write_netcdf
+from .cubes import (
+    build_cube,
+    load_netcdf,
+    metrics_dataset,
+    spectra_dataset,
+    write_netcdf,
+)
 from .data import load_prepared
-from .files import save_torch
+from .files import load_torch, save_torch
 from .runs import build_objective, inloop_sharpness, run_record, train_config
 from .spectral import SpectrumTracker
 from .training import METRICS, train, train_group
@@ -39,13 +44,13 @@ def write_run_outputs(cfg: dict, setting: str, lr: float, seed: int, schedule, r
 def fork_state(parent_metrics, parent_snapshots, step: int, device="cpu") -> dict:
     """The state of a parent run at ``step`` for :func:`eosflow.training.train`'s ``start``: its
     parameters there (from its snapshots) and its metrics before. Errors name the files."""
-    snaps = torch.load(parent_snapshots, map_location=device, weights_only=True)
+    snaps = load_torch(parent_snapshots, "parent run snapshots", map_location=device)
     steps = snaps["steps"].tolist()
     if step not in steps:
         raise ValueError(f"parent snapshots {parent_snapshots} have no step {step} (they hold {len(steps)} "
                          f"steps, {steps[:3]}...{steps[-3:]}); fork at a snapshot step or set the parent's "
                          "train.snapshot_every to 1")
-    m = xr.load_dataset(parent_metrics, engine="netcdf4")
+    m = load_netcdf(parent_metrics, "parent run metrics")
     names = {"lr": "lr_step"}
     metrics = {k: m[names.get(k, k)].values[:step] for k in METRICS}
     return {"step": step, "theta": snaps["theta"][steps.index(step)], "metrics": metrics}
@@ -127,11 +132,11 @@ def run_hessian(cfg: dict, setting: str, data_path, metrics_path, snapshots_path
     ``steps``: measure only the snapshots at these steps (``hessian.every`` then does not apply;
     ``hessian.eigvec_every`` counts among them). Steps without a snapshot are an error.
     """
-    metrics = xr.load_dataset(metrics_path, engine="netcdf4")
+    metrics = load_netcdf(metrics_path, "run metrics")
     seed = int(metrics["seed"])
     hc = cfg["hessian"]
     obj = build_objective(cfg, setting, load_prepared(data_path), seed, n=hc["n_samples"], chunk_size=hc["chunk_size"])
-    snaps = torch.load(snapshots_path, map_location=obj.device, weights_only=True)
+    snaps = load_torch(snapshots_path, "run snapshots", map_location=obj.device)
     steps_all, thetas = snaps["steps"].tolist(), snaps["theta"]
     keep = _measured_snapshots(hc, steps_all, steps, snapshots_path)
     k = min(hc["k"], obj.dim)

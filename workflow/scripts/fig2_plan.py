@@ -1,8 +1,8 @@
 """Checkpoint fig2_instabilities: the baseline's loss spikes -> the plan of fig2's and fig3's later jobs."""
 from eosflow.cubes import open_cube
-from eosflow.plans import plan_fig2
 from eosflow.files import write_json
 from eosflow.logs import rule_logging
+from eosflow.plans import plan_fig2
 
 sm = snakemake  # noqa: F821
 with rule_logging(sm.log[0]):

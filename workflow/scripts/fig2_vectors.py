@@ -1,12 +1,10 @@
 """Rule fig2_vectors: the fig2 baseline's eigenvectors at the planned epochs."""
-import json
-
+from eosflow.files import read_json
 from eosflow.logs import rule_logging
 from eosflow.pipeline import run_hessian
 
 sm = snakemake  # noqa: F821
 with rule_logging(sm.log[0], sm.threads) as progress:
-    with open(sm.input.plan) as f:
-        steps = json.load(f)["vector_steps"]
+    steps = read_json(sm.input.plan, "fig2 plan")["vector_steps"]
     run_hessian(sm.params.cfg, sm.params.setting, sm.input.data, sm.input.metrics, sm.input.snapshots, sm.output[0],
                 progress=progress, steps=steps)

@@ -1,9 +1,8 @@
 """Figure 3: loss and sharpness along the gradient direction at snapshots of one instability."""
-import xarray as xr
-
+from eosflow.cubes import load_netcdf
 from eosflow.figures.fig3 import make_fig3
 from eosflow.logs import rule_logging
 
 sm = snakemake  # noqa: F821
 with rule_logging(sm.log[0]):
-    make_fig3(xr.load_dataset(sm.input[0]), sm.output.pdf, sm.output.png, sm.output.claims)
+    make_fig3(load_netcdf(sm.input[0], "fig3 slices"), sm.output.pdf, sm.output.png, sm.output.claims)

@@ -18,6 +18,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 import signal
 import sys
 from pathlib import Path
@@ -69,19 +70,31 @@ def fingerprint(cfgs: list[TrainConfig], theta0s: list[Tensor]) -> str:
 
 
 class _Checkpoint:
-    """The runs' checkpoint file: step, every run's parameters and state (tensors and plain values)."""
+    """The runs' checkpoint file: step, every run's parameters and state (tensors and plain values,
+    read with ``weights_only=True``). A file that cannot be read, or that belongs to other runs, is
+    moved aside to ``<name>.bad`` with a warning, and the runs start afresh: it never blocks them."""
 
     def __init__(self, path, fp: str):
         self.path, self.fp = (Path(path) if path else None), fp
+
+    def _set_aside(self, why: str) -> None:
+        bad = self.path.with_name(self.path.name + ".bad")
+        os.replace(self.path, bad)
+        log.warning("checkpoint %s %s; moved aside to %s, starting afresh", self.path, why, bad)
 
     def resume(self, states: list[RunState], thetas: list[Tensor], t: int) -> int:
         """Restore ``states`` and ``thetas`` (in place) when the file matches; returns the step."""
         if self.path is None or not self.path.exists():
             return t
         ref = thetas[0]
-        state = torch.load(self.path, map_location=ref.device, weights_only=True)
-        if state.get("fingerprint") != self.fp or len(state["runs"]) != len(states):
-            log.warning("checkpoint %s belongs to another configuration; starting afresh", self.path)
+        try:
+            state = torch.load(self.path, map_location=ref.device, weights_only=True)
+            ok = state.get("fingerprint") == self.fp and len(state["runs"]) == len(states)
+        except Exception as e:  # truncated, random bytes, not a torch file, code inside: all unreadable
+            self._set_aside(f"cannot be read ({type(e).__name__}: {str(e)[:160]})")
+            return t
+        if not ok:
+            self._set_aside("belongs to another configuration or initialisation")
             return t
         for i, (s, saved) in enumerate(zip(states, state["runs"])):
             s.load_state_dict(saved, ref.device)
