@@ -19,7 +19,7 @@ def test_default_and_paper_configs_are_valid():
     for name in ("config.yaml", "paper.yaml"):
         c = load_config(ROOT / "config" / name)
         assert c["train"]["acc_goal"] == pytest.approx(0.999)
-        assert c["fig5"]["lrs"]
+        assert c["fig5"]["lrs_relative"] and c["fig5"]["lrs"] is None and c["fig5"]["lr_unit"] == "seed"
 
 
 def test_defaults_are_filled(cfg):
@@ -32,9 +32,13 @@ def test_defaults_are_filled(cfg):
     (lambda c: c.__setitem__("bogus", 1), ["bogus", "allowed keys", "settings"]),
     (lambda c: c["train"].__setitem__("max_epoch", 10), ["train", "max_epoch", "max_epochs"]),
     (lambda c: c["train"].__setitem__("max_epochs", "ten"), ["train.max_epochs", "wrong type", "integer"]),
-    (lambda c: c["fig5"].__setitem__("lrs", [0.1, -0.2]), ["fig5.lrs[1]", "must be > 0"]),
-    (lambda c: c["fig5"].__setitem__("lrs", [0.0]), ["fig5.lrs[0]", "must be > 0"]),
-    (lambda c: c["fig5"].__setitem__("lrs", []), ["fig5.lrs", "at least 1"]),
+    (lambda c: c["fig5"].update(lrs=[0.1, -0.2], lrs_relative=None), ["fig5.lrs[1]", "must be > 0"]),
+    (lambda c: c["fig5"].update(lrs=[0.0], lrs_relative=None), ["fig5.lrs[0]", "must be > 0"]),
+    (lambda c: c["fig5"].update(lrs=[], lrs_relative=None), ["fig5.lrs", "at least 1"]),
+    (lambda c: c["fig5"].__setitem__("lrs_relative", [0.5, -1]), ["fig5.lrs_relative[1]", "must be > 0"]),
+    (lambda c: c["fig5"].__setitem__("lrs", [0.1, 0.2]), ["fig5", "both lrs and lrs_relative", "null"]),
+    (lambda c: c["fig5"].__setitem__("lrs_relative", None), ["fig5", "no learning rates", "lrs_relative"]),
+    (lambda c: c["fig5"].__setitem__("lr_unit", "mean"), ["fig5.lr_unit", "seed", "median"]),
     (lambda c: c["fig5"].__setitem__("seeds", []), ["fig5.seeds", "at least 1"]),
     (lambda c: c["settings"]["fmnist_mlp"].__setitem__("dataset", "mnist"),
      ["settings.fmnist_mlp.dataset", "'mnist'", "fashion-mnist", "cifar10"]),
@@ -79,3 +83,11 @@ def test_check_config_cli_names_file_and_line(tmp_path, capsys):
     assert main(["check-config", str(neg), "--default", str(ROOT / "config/config.yaml")]) == 1
     assert "fig5.lrs[0]" in capsys.readouterr().err
     assert main(["check-config", str(ROOT / "config/paper.yaml"), "--default", str(ROOT / "config/config.yaml")]) == 0
+
+
+def test_sweep_lr_tags_name_runs_by_multiple_or_value():
+    from eosflow.config import parse_lr_tag, sweep_lr_tags
+
+    assert sweep_lr_tags({"lrs_relative": [0.5, 1.0, 1.41], "lrs": None}) == ["x0.5", "x1", "x1.41"]
+    assert sweep_lr_tags({"lrs": [0.1, 0.02], "lrs_relative": None}) == ["0.1", "0.02"]
+    assert parse_lr_tag("x1.41") == (1.41, True) and parse_lr_tag("0.02") == (0.02, False)

@@ -12,7 +12,8 @@ CONDA_NAMES = {"torch": "pytorch", "netcdf4": "netcdf4", "snakemake": "snakemake
 # what the rules on envs/plot.yaml may import from the package (all load without torch: test_layout)
 LIGHT_MODULES = ["eosflow.figures.fig1", "eosflow.figures.fig2", "eosflow.figures.fig3", "eosflow.figures.fig4",
                  "eosflow.figures.fig5", "eosflow.figures.eos", "eosflow.plans", "eosflow.summary", "eosflow.cubes",
-                 "eosflow.files", "eosflow.logs", "eosflow.config", "eosflow.similarity", "eosflow.instability"]
+                 "eosflow.files", "eosflow.logs", "eosflow.config", "eosflow.similarity", "eosflow.instability",
+                 "eosflow.claims"]
 
 
 def _split(req: str):

@@ -76,7 +76,7 @@ def _vector_ds(vecs):
 @pytest.mark.parametrize("turning", ["away", "back"])
 def test_fig2_claims_follow_the_vectors(tmp_path, turning):
     cube, _ = trace_cube()
-    plan = plan_fig2(cube, FIG2, FIG3)
+    plan = plan_fig2(cube, {**FIG2, "instabilities": 3}, FIG3)  # the rotation claim needs >= 3 spikes
     onset = plan["chosen"][0]["onset"]
     if turning == "away":  # rotation grows during the spikes, branches turn back
         vecs = {}
@@ -95,10 +95,16 @@ def test_fig2_claims_follow_the_vectors(tmp_path, turning):
     claims = make_fig2(cube, _vector_ds(vecs), branches, plan, tmp_path / "f.pdf", tmp_path / "f.png",
                        tmp_path / "c.json")
     holds = {c.name: c.holds for c in claims}
-    assert holds[f"the run goes through at least {FIG2['instabilities']} instabilities"] is True
-    expect = turning == "away"
-    assert holds["eigenvectors rotate steadily during an instability"] is expect
-    assert holds["stable training undoes the rotation (branches revert)"] is expect
+    assert holds["the run goes through at least 3 instabilities"] is True
+    verdicts = {c.name: c.verdict for c in claims}
+    expect = "holds" if turning == "away" else "fails"
+    assert verdicts["eigenvectors rotate steadily during an instability"] == expect
+    assert verdicts["stable training undoes the rotation (branches revert)"] == expect
+    # with two spikes drawn the rotation claim cannot decide
+    plan2 = plan_fig2(cube, FIG2, FIG3)
+    two = make_fig2(cube, _vector_ds(vecs), branches, plan2, tmp_path / "f.pdf", tmp_path / "f.png",
+                    tmp_path / "c2.json")
+    assert two[1].verdict == "undetermined" and two[1].reason == "too little evidence: instabilities 2 < 3"
     data = json.loads((tmp_path / "c.json").read_text())
     assert data["figure"] == "fig2" and len(data["branch_reverts"]) == 3
     assert (tmp_path / "f.pdf").stat().st_size > 0 and (tmp_path / "f.png").stat().st_size > 0

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import xarray as xr
 
+from eosflow.claims import check
 from eosflow.cubes import write_netcdf
-from eosflow.figures.fig3 import make_fig3
+from eosflow.figures.fig3 import fig3_claims, make_fig3
 from eosflow.landscape import slices_dataset
 
 LR = 0.1  # 2 / lr = 20
@@ -46,13 +47,27 @@ def draw(tmp_path, ds):
     return doc
 
 
-def test_flattening_and_return_to_stability_hold(tmp_path):
+def fig3_claims_with(ds, instabilities):
+    """The verdicts as they would be with slices of more instabilities (the rule, not the values)."""
+    out = []
+    for c in fig3_claims(ds):
+        op, bound = c.threshold.split()
+        out.append(check(c.name, c.statistic, c.value, op, float(bound), evidence={"instabilities": instabilities},
+                         minimum=c.minimum).verdict)
+    return out
+
+
+def test_flattening_and_return_to_stability_values_one_spike_is_undetermined(tmp_path):
     s_cur = [25.0, 28.0, 30.0, 24.0, 18.0, 12.0]
     doc = draw(tmp_path, synthetic(s_cur))
     flatter, stable = doc["claims"]
-    assert flatter["value"] == pytest.approx(12.0 / 25.0) and flatter["threshold"] == "< 1" and flatter["holds"]
-    assert stable["value"] == pytest.approx(LR * 12.0 / 2) and stable["holds"]
-    assert doc["all_hold"]
+    assert flatter["value"] == pytest.approx(12.0 / 25.0) and flatter["threshold"] == "< 1"
+    assert stable["value"] == pytest.approx(LR * 12.0 / 2) and stable["value"] < 1
+    # the values say yes, but one instability proves little: undetermined, with the reason
+    for c in (flatter, stable):
+        assert c["verdict"] == "undetermined" and not c["holds"]
+        assert c["reason"] == "too little evidence: instabilities 1 < 3" and c["minimum"] == {"instabilities": 3}
+    assert not doc["all_hold"] and doc["verdicts"] == {"holds": 0, "fails": 0, "undetermined": 2}
     assert [s["step"] for s in doc["snapshots"]] == list(range(10, 16))
     assert [s["sharpness_cur"] for s in doc["snapshots"]] == pytest.approx(s_cur)
     assert doc["snapshots"][0]["lr_sharpness_cur_over_2"] == pytest.approx(1.25)
@@ -66,13 +81,14 @@ def test_sharpening_is_reported_as_not_holding(tmp_path):
     assert flatter["value"] == pytest.approx(2.0) and not flatter["holds"]
     assert stable["value"] == pytest.approx(1.5) and not stable["holds"]
     assert not doc["all_hold"]
+    assert fig3_claims_with(synthetic([15.0, 20.0, 30.0]), instabilities=3) == ["fails", "fails"]
 
 
 def test_flatter_but_still_unstable(tmp_path):
     doc = draw(tmp_path, synthetic([30.0, 26.0, 22.0]))
     flatter, stable = doc["claims"]
-    assert flatter["holds"] and not stable["holds"]
-    assert stable["value"] == pytest.approx(1.1)
+    assert flatter["value"] < 1 and stable["value"] == pytest.approx(1.1)
+    assert fig3_claims_with(synthetic([30.0, 26.0, 22.0]), instabilities=3) == ["holds", "fails"]
 
 
 def test_snapshots_are_taken_in_time_order(tmp_path):

@@ -25,22 +25,31 @@ def test_s_max_after_the_switch():
     assert s_max_after(c, 10) == 30.0 and s_max_after(c, 9) == 90.0
 
 
-def fig4_runs(flattening: bool):
+def fig4_runs(flattening: bool, seeds=(0, 1, 2)):
     runs = []
-    for lr0 in (0.1, 0.2):
-        for e in (0, 50, 100):
-            peak = 100.0 / (1 + (e / 50) * (lr0 / 0.1)) if flattening else 10.0 + e * lr0
-            runs.append({"lr0": lr0, "epoch": e, "seed": 0, "cube": cube(0.01, [0, 50, 100, 150, 200],
-                                                                          [5, peak / 2, peak, peak * 0.9, peak])})
+    for seed in seeds:
+        for lr0 in (0.1, 0.2):
+            for e in (0, 50, 100):
+                peak = 100.0 / (1 + (e / 50) * (lr0 / 0.1)) if flattening else 10.0 + e * lr0
+                peak *= 1 + 0.05 * seed
+                runs.append({"lr0": lr0, "epoch": e, "seed": seed, "cube": cube(0.01, [0, 50, 100, 150, 200],
+                                                                                 [5, peak / 2, peak, peak * 0.9, peak])})
     return runs
 
 
 @pytest.mark.parametrize("flattening", [True, False])
 def test_fig4_claims(tmp_path, flattening):
     claims = make_fig4(fig4_runs(flattening), 0.01, tmp_path / "f.pdf", tmp_path / "f.png", tmp_path / "c.json")
-    assert [c.holds for c in claims] == [flattening, flattening]
+    assert [c.verdict for c in claims] == [("holds" if flattening else "fails")] * 2
+    assert all(c.evidence == {"seeds": 3} and c.interval is not None for c in claims)
     data = json.loads((tmp_path / "c.json").read_text())
-    assert len(data["runs"]) == 6 and set(data["spearman_e_per_eta0"]) == {"0.1", "0.2"}
+    assert len(data["runs"]) == 18 and set(data["spearman_e_per_eta0"]) == {"0.1", "0.2"}
+
+
+def test_fig4_one_seed_is_undetermined(tmp_path):
+    claims = make_fig4(fig4_runs(True, seeds=(0,)), 0.01, tmp_path / "f.pdf", tmp_path / "f.png", tmp_path / "c.json")
+    assert [c.verdict for c in claims] == ["undetermined"] * 2 and claims[0].value == -1.0
+    assert claims[0].reason == "too little evidence: seeds 1 < 3"
     assert (tmp_path / "f.png").stat().st_size > 0
 
 
@@ -50,13 +59,22 @@ def test_second_half_ratio_uses_the_second_half():
 
 
 def test_eos_claims(tmp_path):
-    at_edge = cube(0.2, np.arange(0, 101, 10), [5] * 5 + [10.0, 9.5, 10.5, 10.0, 9.8, 10.2])   # 2/η = 10
-    below = cube(0.02, np.arange(0, 101, 10), np.linspace(5, 40, 11))                          # 2/η = 100
-    claims = make_eos([at_edge, below], tmp_path / "e.pdf", tmp_path / "e.png", tmp_path / "e.json")
-    assert all(c.holds for c in claims)
-    # a run "below the limit" that sits at 2/η fails the third claim; one far past it fails the second
-    claims = make_eos([cube(0.2, [0, 50, 100], [5, 40, 40]), cube(0.02, [0, 50, 100], [5, 100, 100])],
+    def seeds(make, n=3):
+        return [c for seed in range(n) for c in make(seed)]
+
+    def edge(seed):
+        at_edge = cube(0.2, np.arange(0, 101, 10), [5] * 5 + [10.0, 9.5, 10.5, 10.0, 9.8, 10.2 + seed], seed=seed)
+        below = cube(0.02, np.arange(0, 101, 10), np.linspace(5, 40 + seed, 11), seed=seed)   # 2/η = 100
+        return [at_edge, below]
+    claims = make_eos(seeds(edge), tmp_path / "e.pdf", tmp_path / "e.png", tmp_path / "e.json")
+    assert [c.verdict for c in claims] == ["holds"] * 3
+    # runs "below the limit" that sit at 2/η fail the third claim; ones far past it fail the second
+    claims = make_eos(seeds(lambda s: [cube(0.2, [0, 50, 100], [5, 40 + s, 40], seed=s),
+                                       cube(0.02, [0, 50, 100], [5, 100 + s, 100], seed=s)]),
                       tmp_path / "e.pdf", tmp_path / "e.png", tmp_path / "e.json")
-    assert [c.holds for c in claims] == [True, False, False]
+    assert [c.verdict for c in claims] == ["holds", "fails", "fails"]
     runs = json.loads((tmp_path / "e.json").read_text())["runs"]
-    assert [r["above_limit"] for r in runs] == [False, True]
+    assert [r["above_limit"] for r in runs] == [False, False, False, True, True, True]
+    # one seed: undetermined, with its values
+    claims = make_eos(edge(0), tmp_path / "e.pdf", tmp_path / "e.png", tmp_path / "e.json")
+    assert [c.verdict for c in claims] == ["undetermined"] * 3 and all(c.value is not None for c in claims)

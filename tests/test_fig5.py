@@ -8,7 +8,7 @@ import xarray as xr
 from eosflow.figures.fig5 import make_fig5
 
 
-def summary(acc_of_ratio, eos=(0.1, 0.2), lrs=(0.025, 0.05, 0.1, 0.2, 0.4, 0.8, 1.6)):
+def summary(acc_of_ratio, eos=(0.1, 0.2, 0.15), lrs=(0.025, 0.05, 0.1, 0.2, 0.4, 0.8, 1.6)):
     rows = [(lr, seed, e) for seed, e in enumerate(eos) for lr in lrs]
     lr = np.array([r[0] for r in rows])
     e = np.array([r[2] for r in rows])
@@ -30,9 +30,11 @@ def run(tmp_path, ds):
 def test_goldilocks_sweep_holds(tmp_path):
     # accuracy jumps past the limit, peaks at 2-4x, diverges beyond 10x
     c = run(tmp_path, summary(lambda r: np.nan if r > 10 else 0.7 + 0.1 * (r > 1) - 0.05 * (r > 4)))
-    assert c["validation accuracy improves past the stability limit"].value == pytest.approx(0.1)
-    assert c["the best eta0 lies above the stability limit"].holds
-    assert c["too-large eta0 falls off (Goldilocks zone)"].holds
+    gain = c["validation accuracy improves past the stability limit"]
+    assert gain.value == pytest.approx(0.1) and gain.verdict == "holds" and gain.evidence == {"seeds": 3}
+    assert gain.interval == pytest.approx([0.1, 0.1])
+    assert c["the best eta0 lies above the stability limit"].verdict == "holds"
+    assert c["too-large eta0 falls off (Goldilocks zone)"].verdict == "holds"
 
 
 def test_diverged_runs_are_drawn_and_listed_and_no_nan_reaches_an_axis(tmp_path):
@@ -52,6 +54,32 @@ def test_diverged_runs_are_drawn_and_listed_and_no_nan_reaches_an_axis(tmp_path)
 
 def test_monotone_decline_fails_first_two(tmp_path):
     c = run(tmp_path, summary(lambda r: 0.8 - 0.01 * np.log2(r + 1)))
-    assert not c["validation accuracy improves past the stability limit"].holds
-    assert not c["the best eta0 lies above the stability limit"].holds
+    assert c["validation accuracy improves past the stability limit"].verdict == "fails"
+    assert c["the best eta0 lies above the stability limit"].verdict == "fails"
     assert c["the best eta0 lies above the stability limit"].value < 1
+
+
+def CLEAR(r):
+    return 0.7 + 0.1 * (r > 1)
+
+
+def test_two_seeds_are_undetermined(tmp_path):
+    c = run(tmp_path, summary(CLEAR, eos=(0.1, 0.2)))
+    gain = c["validation accuracy improves past the stability limit"]
+    assert gain.value == pytest.approx(0.1) and gain.verdict == "undetermined"
+    assert gain.reason == "too little evidence: seeds 2 < 3"
+
+
+def test_one_run_above_the_limit_is_undetermined(tmp_path):
+    # the grid reaches past each seed's limit with one run only: no seed contributes
+    c = run(tmp_path, summary(CLEAR, eos=(0.1, 0.12, 0.14), lrs=(0.01, 0.02, 0.04, 0.06, 0.2)))
+    gain = c["validation accuracy improves past the stability limit"]
+    assert gain.value is None and gain.verdict == "undetermined" and gain.evidence == {"seeds": 0}
+    assert "0 of 3 seeds contribute" in gain.note and "seed 2: 4/1" in gain.note
+
+
+def test_runs_at_the_limit_count_on_neither_side(tmp_path):
+    ds = summary(CLEAR, eos=(0.1, 0.2, 0.15), lrs=(0.025, 0.05, 0.1, 0.2, 0.4, 0.8))
+    ds["eta_eos"][:] = np.where(ds["seed"].values == 0, 0.1 / 1.005, ds["eta_eos"].values)  # lr 0.1: at the limit
+    c = run(tmp_path, ds)
+    assert "seed 0: 2/3" in c["validation accuracy improves past the stability limit"].note

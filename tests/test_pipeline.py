@@ -113,3 +113,42 @@ def test_forked_run_equals_a_run_trained_from_scratch(tmp_path):
     with pytest.raises(ValueError, match=r"qs.pt have no step 13"):
         run_train(cfg10, "s", 0.5, 0, tmp_path / "d.pt", tmp_path / "x.nc", tmp_path / "x.pt", schedule=sched,
                   progress=False, fork=(tmp_path / "qm.nc", tmp_path / "qs.pt"))
+
+
+def test_relative_grid_places_eta0_by_each_seeds_own_limit(tmp_path):
+    """lrs_relative: η₀ = multiple × 2/S(θ₀) of the run's own seed (``seed``) or the median over
+    seeds (``median``), with S(θ₀) checked against the dense Hessian; both are recorded."""
+    from eosflow.data import load_prepared
+    from eosflow.pipeline import run_train_group
+    from eosflow.runs import build_objective, relative_lr
+
+    fake_data(tmp_path / "d.pt", 40, 10, 3, 3, seed=5)
+    cfg = small_config({"arch": "mlp", "widths": [6], "activation": "tanh"},
+                       train={"max_epochs": 15, "acc_goal": 1.0, "snapshot_every": 5, "dtype": "float64"})
+    data = load_prepared(tmp_path / "d.pt")
+    exact = {}
+    for seed in (0, 1, 2):
+        obj = build_objective(cfg, "s", data, seed)
+        H = torch.func.hessian(lambda t: sum(obj.sum_loss(t, xc, yc) for xc, yc in obj.chunks()) / obj.n)(obj.flatten())
+        exact[seed] = 2.0 / float(torch.linalg.eigvalsh(H)[-1])
+    assert len({round(v, 6) for v in exact.values()}) == 3  # the seeds' limits differ
+    eta, record = relative_lr(cfg, "s", data, 1, 0.5, "seed", [0, 1, 2])
+    assert eta == pytest.approx(0.5 * exact[1], rel=1e-6) and record["eta_eos_unit"] == pytest.approx(exact[1], rel=1e-6)
+    eta, record = relative_lr(cfg, "s", data, 1, 2.0, "median", [0, 1, 2])
+    assert eta == pytest.approx(2.0 * float(np.median(list(exact.values()))), rel=1e-6)
+    assert set(record["eta_eos_by_seed"]) == {"0", "1", "2"} and record["lr_unit"] == "median"
+    # the train rule: η₀ from the multiple; the cube records both; a group gives the same
+    status = run_train(cfg, "s", 1.4, 2, tmp_path / "d.pt", tmp_path / "m.nc", tmp_path / "s.pt", progress=False,
+                       relative={"unit": "seed", "seeds": [0, 1, 2]})
+    m = xr.load_dataset(tmp_path / "m.nc")
+    assert float(m["lr"]) == pytest.approx(1.4 * exact[2], rel=1e-6)
+    assert m.attrs["lr_relative"] == 1.4 and m.attrs["lr_unit"] == "seed"
+    assert m.attrs["eta_eos_unit"] == pytest.approx(exact[2], rel=1e-6)
+    assert json.loads(m.attrs["config"])["relative"]["lr_relative"] == 1.4
+    statuses = run_train_group(cfg, "s", [(1.4, 2, None), (0.5, 0, None)], tmp_path / "d.pt",
+                               [(tmp_path / "g0.nc", tmp_path / "g0.pt"), (tmp_path / "g1.nc", tmp_path / "g1.pt")],
+                               progress=False, relative={"unit": "seed", "seeds": [0, 1, 2]})
+    g = xr.load_dataset(tmp_path / "g0.nc")
+    assert statuses[0] == status and float(g["lr"]) == float(m["lr"]) and g.attrs["lr_relative"] == 1.4
+    np.testing.assert_allclose(g["train_loss"].values, m["train_loss"].values, rtol=1e-12)
+    assert float(xr.load_dataset(tmp_path / "g1.nc")["lr"]) == pytest.approx(0.5 * exact[0], rel=1e-6)

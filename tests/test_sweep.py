@@ -214,7 +214,8 @@ from types import SimpleNamespace as NS
 d = sys.argv[1]
 cfg, runs = json.load(open(f"{d}/cfg.json")), json.load(open(f"{d}/runs.json"))
 out = [f"{d}/{k}{i}.{ext}" for i in range(len(runs)) for k, ext in (("m", "nc"), ("s", "pt"))]
-sm = NS(params=NS(cfg=cfg, runs=runs, checkpoint=f"{d}/group.ckpt"), input=NS(data=f"{d}/d.pt"), output=out,
+sm = NS(params=NS(cfg=cfg, runs=runs, checkpoint=f"{d}/group.ckpt", relative=None), input=NS(data=f"{d}/d.pt"),
+        output=out,
         log=[f"{d}/group.log"], threads=1, wildcards=NS(setting="s"))
 runpy.run_path(sys.argv[2], init_globals={"snakemake": sm}, run_name="__main__")
 """
@@ -225,7 +226,7 @@ def test_rule_script_sigterm_resume(tmp_path):
     cfg = small_config({"arch": "mlp", "widths": [16], "activation": "tanh"},
                        train={"max_epochs": 2500, "checkpoint_every": 20, "snapshot_every": 250, "eval_every": 5,
                               "acc_goal": 1.0, "diverge_loss": 10.0})
-    runs = [[0.5, 0, "const"], [0.2, 1, "e100to0.05"], [200.0, 0, "const"]]
+    runs = [["0.5", 0, "const"], ["0.2", 1, "e100to0.05"], ["200", 0, "const"]]  # as the rule passes them
     (tmp_path / "cfg.json").write_text(json.dumps(cfg))
     (tmp_path / "runs.json").write_text(json.dumps(runs))
     script = Path(__file__).parents[1] / "workflow" / "scripts" / "train_group.py"
@@ -246,7 +247,7 @@ def test_rule_script_sigterm_resume(tmp_path):
     assert "resumed from checkpoint" in log and "of 3 runs still running" in log
     # against an uninterrupted group in this process (one thread, like the script)
     ref = tmp_path / "ref"
-    statuses = run_train_group(cfg, "s", [(lr, seed, schedule_from_tag(t)) for lr, seed, t in runs],
+    statuses = run_train_group(cfg, "s", [(float(lr), seed, schedule_from_tag(t)) for lr, seed, t in runs],
                                tmp_path / "d.pt", [(ref / f"m{i}.nc", ref / f"s{i}.pt") for i in range(3)],
                                progress=False)
     assert statuses[2] == "diverged"

@@ -137,7 +137,8 @@ def test_tiny_run_builds_fig1_fig5_and_cubes(workdir):
 
 
 def check_claims(path, figure):
-    """A claims JSON against workflow/schemas/claims.schema.yaml, and all_hold consistent."""
+    """A claims JSON against workflow/schemas/claims.schema.yaml, and all_hold and the verdict counts
+    consistent."""
     import jsonschema
 
     schema = yaml.safe_load((ROOT / "workflow/schemas/claims.schema.yaml").read_text())
@@ -145,6 +146,7 @@ def check_claims(path, figure):
     jsonschema.validate(data, schema)
     assert data["figure"] == figure
     assert data["all_hold"] == all(c["holds"] for c in data["claims"])
+    assert sum(data["verdicts"].values()) == len(data["claims"])
     for c in data["claims"]:
         assert c["value"] is not None or not c["holds"]
     return data
@@ -305,3 +307,28 @@ def test_damaged_cube_is_named_without_a_traceback(workdir):
     assert "delete it and rerun snakemake" in text and "Traceback" not in text
     cube.write_bytes(good)
     snakemake(workdir, "figures/fig5.pdf")
+
+
+def test_tiny_fig5_with_a_relative_grid(workdir):
+    """fig5 with lrs_relative: runs named by their multiple of the stability limit, each training job
+    placing eta_0 by its own seed's eta_eos(theta_0); claims with verdicts and evidence counts."""
+    grid = {"fig5": {"lrs": None, "lrs_relative": [0.5, 0.7, 1.4, 2.0], "seeds": [0, 1, 2]}}
+    (workdir / "relative.yaml").write_text(yaml.safe_dump(grid))
+    configs = ("tiny.yaml", "relative.yaml")
+    (workdir / "batched.yaml").write_text("fig5: {batched: true}\n")
+    out = snakemake(workdir, "-n", "figures/fig5.pdf", configs=configs + ("batched.yaml",))
+    assert "train_group" in out.stdout and "lrx1.4" in out.stdout  # the batched path names them the same
+    snakemake(workdir, "figures/fig5.pdf", configs=configs)
+    cubes = sorted((workdir / "results/runs/sweep/fmnist_mlp/const").glob("lrx*/seed*/cube.nc"))
+    assert len(cubes) == 12
+    for p in cubes:
+        ds = xr.load_dataset(p)
+        ratio = float(p.parent.parent.name[3:])
+        assert ds.attrs["lr_relative"] == ratio and ds.attrs["lr_unit"] == "seed"
+        np.testing.assert_allclose(float(ds["lr"]), ratio * ds.attrs["eta_eos_unit"], rtol=1e-12)
+        # the hessian rule's S(theta_0) (to 1e-3) agrees with the unit the job measured (to 1e-6)
+        np.testing.assert_allclose(ds.attrs["eta_eos"], ds.attrs["eta_eos_unit"], rtol=2e-3)
+    doc = check_claims(workdir / "figures/fig5.claims.json", "fig5")
+    for c in doc["claims"]:
+        assert c["verdict"] in ("holds", "fails", "undetermined") and c["minimum"] == {"seeds": 3}
+        assert set(c["evidence"]) == {"seeds"}

@@ -131,6 +131,8 @@ def validate_config(config: dict, schema: dict | None = None) -> dict:
     if cfg.get("fig2", {}).get("train", {}).get("snapshot_every", 1) != 1:
         problems.append("config key fig2.train.snapshot_every: must be 1 (fig2 and fig3 need every epoch's "
                         "parameters for eigenvectors, branch runs and slices)")
+    if "fig5" in cfg:
+        problems += _grid_problems(cfg["fig5"], "fig5")
     fig4 = cfg.get("fig4")
     if fig4:
         end = {**cfg["train"], **fig4["train"]}["max_epochs"]
@@ -141,6 +143,18 @@ def validate_config(config: dict, schema: dict | None = None) -> dict:
     if problems:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
     return cfg
+
+
+def _grid_problems(block: dict, key: str) -> list[str]:
+    """An η grid is given exactly once: absolute (``lrs``) or relative (``lrs_relative``)."""
+    given = [k for k in ("lrs", "lrs_relative") if block.get(k) is not None]
+    if len(given) == 1:
+        return []
+    if not given:
+        return [f"config key {key}: no learning rates; set {key}.lrs (absolute) or {key}.lrs_relative "
+                "(multiples of the stability limit eta_eos)"]
+    return [f"config key {key}: both lrs and lrs_relative are set (config files merge key by key: "
+            f"config/config.yaml sets {key}.lrs_relative); keep one and set the other to null"]
 
 
 def _override_problems(cfg: dict, schema: dict, base: str, over: dict, key: str) -> list[str]:
@@ -216,4 +230,23 @@ def load_config(path: str | Path) -> dict:
 def lr_tag(lr) -> str:
     """The canonical string of a learning rate in paths and wildcards: ``f"{float(lr):g}"``."""
     return f"{float(lr):g}"
+
+
+def relative_tag(ratio) -> str:
+    """The path name of an η given as a multiple of the stability limit: ``x{ratio:g}``."""
+    return f"x{float(ratio):g}"
+
+
+def parse_lr_tag(tag: str) -> tuple[float, bool]:
+    """``(value, relative)`` of a path's learning rate: ``"0.1"`` → ``(0.1, False)``,
+    ``"x0.5"`` (0.5 × η_eos) → ``(0.5, True)``."""
+    relative = tag.startswith("x")
+    return float(tag[1:] if relative else tag), relative
+
+
+def sweep_lr_tags(block: dict) -> list[str]:
+    """The path names of a sweep's η grid (``lrs`` or ``lrs_relative``) in grid order."""
+    if block.get("lrs_relative") is not None:
+        return [relative_tag(r) for r in block["lrs_relative"]]
+    return [lr_tag(v) for v in block["lrs"]]
 

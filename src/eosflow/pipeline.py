@@ -24,7 +24,7 @@ from .cubes import (
 )
 from .data import load_prepared
 from .files import load_torch, save_torch
-from .runs import build_objective, inloop_sharpness, run_record, train_config
+from .runs import build_objective, inloop_sharpness, relative_lr, run_record, train_config
 from .spectral import SpectrumTracker
 from .training import METRICS, train, train_group
 
@@ -32,10 +32,16 @@ log = logging.getLogger(__name__)
 
 
 def write_run_outputs(cfg: dict, setting: str, lr: float, seed: int, schedule, result, n_parameters: int,
-                      out_metrics, out_snapshots) -> None:
-    """The train rule's files of one finished run: metrics NetCDF and parameter snapshots."""
-    ds = metrics_dataset(result, lr, seed, run_record(cfg, setting, lr, seed, schedule),
-                         extra_attrs={"setting": setting, "n_parameters": n_parameters})
+                      out_metrics, out_snapshots, relative: dict | None = None) -> None:
+    """The train rule's files of one finished run: metrics NetCDF and parameter snapshots.
+    ``relative``: how a relative grid placed η₀ (:func:`eosflow.runs.relative_lr`'s record), kept
+    in the run's record and, as ``lr_relative``, ``lr_unit`` and ``eta_eos_unit``, as attributes."""
+    record = run_record(cfg, setting, lr, seed, schedule)
+    attrs = {"setting": setting, "n_parameters": n_parameters}
+    if relative is not None:
+        record["relative"] = relative
+        attrs.update({k: relative[k] for k in ("lr_relative", "lr_unit", "eta_eos_unit")})
+    ds = metrics_dataset(result, lr, seed, record, extra_attrs=attrs)
     save_torch({"steps": torch.as_tensor(result.snapshot_steps), "theta": result.snapshots.cpu(),
                 "status": result.status}, out_snapshots)
     write_netcdf(ds, out_metrics)
@@ -61,13 +67,17 @@ def _test_data(data: dict, obj) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def run_train(cfg: dict, setting: str, lr: float, seed: int, data_path, out_metrics, out_snapshots,
-              checkpoint=None, schedule: dict | None = None, progress=True, fork=None) -> str:
+              checkpoint=None, schedule: dict | None = None, progress=True, fork=None,
+              relative: dict | None = None) -> str:
     """Train one run; returns its status. Resumes from ``checkpoint`` if present; removes it at the end.
 
     ``fork = (parent_metrics, parent_snapshots)``: a switch-schedule run starts from its parent's
     snapshot at the switch epoch instead of retraining the large-η phase (same result, cheaper).
+    ``relative = {"unit": "seed" | "median", "seeds": [...]}``: ``lr`` is a multiple of the
+    stability limit (:func:`eosflow.runs.relative_lr`); η₀ and the multiple are both recorded.
     """
     data = load_prepared(data_path)
+    lr, placed = _placed_lr(cfg, setting, data, seed, lr, relative)
     obj = build_objective(cfg, setting, data, seed)
     log.info("run %s lr=%g seed=%d on %s: %d parameters, %d training examples", setting, lr, seed, obj.device,
              obj.dim, obj.n)
@@ -79,21 +89,33 @@ def run_train(cfg: dict, setting: str, lr: float, seed: int, data_path, out_metr
     result = train(obj, obj.flatten(), train_config(cfg, lr, schedule), test=_test_data(data, obj),
                    checkpoint=checkpoint, sharpness_fn=inloop_sharpness(cfg, obj), progress=progress,
                    desc=f"{setting} lr={lr:g} seed={seed}", start=start)
-    write_run_outputs(cfg, setting, lr, seed, schedule, result, obj.dim, out_metrics, out_snapshots)
+    write_run_outputs(cfg, setting, lr, seed, schedule, result, obj.dim, out_metrics, out_snapshots, placed)
     if checkpoint is not None:
         Path(checkpoint).unlink(missing_ok=True)
     return result.status
 
 
+def _placed_lr(cfg, setting, data, seed, lr, relative, cache=None) -> tuple[float, dict | None]:
+    """``(η₀, record)``: ``lr`` itself, or ``lr`` × the stability limit for a relative grid."""
+    if relative is None:
+        return float(lr), None
+    eta, record = relative_lr(cfg, setting, data, seed, lr, relative["unit"], relative.get("seeds", [seed]), cache)
+    log.info("eta0 = %g x eta_eos (%s) = %g x %.6g = %.6g", lr, relative["unit"], lr, record["eta_eos_unit"], eta)
+    return eta, record
+
+
 def run_train_group(cfg: dict, setting: str, runs: list[tuple[float, int, dict | None]], data_path,
-                    outputs: list[tuple], checkpoint=None, progress=True) -> list[str]:
+                    outputs: list[tuple], checkpoint=None, progress=True, relative: dict | None = None) -> list[str]:
     """Train the runs ``(lr, seed, schedule)`` of one setting as one group; write run ``i``'s metrics
     NetCDF and snapshot file to ``outputs[i] = (metrics_path, snapshots_path)`` exactly as
     :func:`run_train` does for that run. Returns the statuses. Resumes from ``checkpoint`` if
-    present; removes it at the end."""
+    present; removes it at the end. ``relative``: as for :func:`run_train`, for every run."""
     if len(outputs) != len(runs) or not runs:
         raise ValueError(f"{len(runs)} runs but {len(outputs)} output pairs")
     data = load_prepared(data_path)
+    limits: dict = {}  # each seed's eta_eos(theta_0), measured once for the group
+    placed = [_placed_lr(cfg, setting, data, int(seed), lr, relative, limits) for lr, seed, _ in runs]
+    runs = [(eta, seed, schedule) for (eta, _), (_, seed, schedule) in zip(placed, runs)]
     theta0, obj = {}, None
     for _, seed, _ in runs:  # the model is the same for every seed; only θ₀ differs
         if int(seed) not in theta0:
@@ -107,8 +129,8 @@ def run_train_group(cfg: dict, setting: str, runs: list[tuple[float, int, dict |
              obj.device, obj.dim, obj.n, ", ".join(f"lr={float(lr):g} seed={int(s)}" for lr, s, _ in runs))
     results = train_group(obj, theta0s, cfgs, test=_test_data(data, obj), checkpoint=checkpoint,
                           sharpness_fns=sharpness_fns, progress=progress, desc=f"{setting} group of {len(runs)}")
-    for (lr, seed, schedule), result, (out_metrics, out_snapshots) in zip(runs, results, outputs):
-        write_run_outputs(cfg, setting, lr, seed, schedule, result, obj.dim, out_metrics, out_snapshots)
+    for (lr, seed, schedule), result, (out_metrics, out_snapshots), (_, record) in zip(runs, results, outputs, placed):
+        write_run_outputs(cfg, setting, lr, seed, schedule, result, obj.dim, out_metrics, out_snapshots, record)
     if checkpoint is not None:
         Path(checkpoint).unlink(missing_ok=True)
     return [r.status for r in results]

@@ -7,15 +7,25 @@ in-loop sharpness, and the record stored with its results.
 
 from __future__ import annotations
 
+import logging
+
+import numpy as np
 import torch
 
 from .device import resolve_device
 from .models import build_model
 from .objective import Objective
-from .spectral import SpectrumTracker
+from .spectral import SpectrumTracker, top_eigenpairs
 from .training import TrainConfig
 
-__all__ = ["build_objective", "train_config", "inloop_sharpness", "run_record"]
+__all__ = ["build_objective", "train_config", "inloop_sharpness", "run_record", "eta_eos_at_init", "relative_lr",
+           "UNIT_TOL"]
+
+#: Relative residual to which S(θ₀) is computed when it sets η₀ (a relative grid's unit), and
+#: the most Hessian-vector products spent on it.
+UNIT_TOL = 1e-6
+UNIT_MAX_ITER = 1000
+log = logging.getLogger(__name__)
 
 
 def build_objective(cfg: dict, setting: str, data: dict, seed: int, *, n: int | None = None,
@@ -32,6 +42,36 @@ def build_objective(cfg: dict, setting: str, data: dict, seed: int, *, n: int | 
         x, y = x[:n], y[:n]
     model = build_model(s["model"], tuple(x.shape[1:]), int(data["n_classes"]), seed).to(device, dtype)
     return Objective(model, x.to(device, dtype), y.to(device), s["loss"], chunk_size or s["chunk_size"])
+
+
+def eta_eos_at_init(cfg: dict, setting: str, data: dict, seed: int) -> float:
+    """``2 / S(θ₀)`` of ``setting``'s network initialised with ``seed``, on the loss GD trains on
+    (the setting's training subset and chunks), with S to relative residual :data:`UNIT_TOL`."""
+    obj = build_objective(cfg, setting, data, seed)
+    res = top_eigenpairs(obj, obj.flatten(), 1, tol=UNIT_TOL, max_iter=UNIT_MAX_ITER)
+    if not res.converged:
+        log.warning("S(theta_0) of %s seed %d: residual %.2g after %d products (asked %g)", setting, seed,
+                    float(res.residuals[0]), res.n_matvec, UNIT_TOL)
+    return 2.0 / float(res.eigvals[0])
+
+
+def relative_lr(cfg: dict, setting: str, data: dict, seed: int, ratio: float, unit: str,
+                seeds: list[int], cache: dict | None = None) -> tuple[float, dict]:
+    """η₀ of a run named by its multiple ``ratio`` of the stability limit, and what to record:
+    ``unit`` ``"seed"``: the run's own seed's ``η_eos(θ₀)``; ``"median"``: the median over
+    ``seeds`` (every seed's ``θ₀`` is measured). Returns ``(η₀, record)``. ``cache``: a dict
+    that keeps each seed's limit between calls (a group of runs measures each seed once)."""
+    if unit not in ("seed", "median"):
+        raise ValueError(f"unknown lr unit {unit!r}; allowed: ['seed', 'median']")
+    cache = {} if cache is None else cache
+    for s in ([seed] if unit == "seed" else seeds):
+        if int(s) not in cache:
+            cache[int(s)] = eta_eos_at_init(cfg, setting, data, int(s))
+    limits = {int(s): cache[int(s)] for s in ([seed] if unit == "seed" else seeds)}
+    value = limits[int(seed)] if unit == "seed" else float(np.median(list(limits.values())))
+    record = {"lr_relative": float(ratio), "lr_unit": unit, "eta_eos_unit": value,
+              "eta_eos_by_seed": {str(s): v for s, v in limits.items()}}
+    return float(ratio) * value, record
 
 
 def train_config(cfg: dict, lr: float, schedule: dict | None) -> TrainConfig:

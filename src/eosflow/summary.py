@@ -1,7 +1,8 @@
 """Summaries of finished runs for the sweep figures: one row per run cube (no torch needed).
 
 :func:`summarize_runs` writes the fig5 summary cube: setting, η, seed, status, accuracies,
-sharpness at θ₀ and at the end, and the stability limit ``η_eos = 2 / S(θ₀)`` of each run.
+sharpness at θ₀ and at the end, the stability limit ``η_eos = 2 / S(θ₀)`` of each run, and its
+η₀ as a multiple of the limit when a relative grid placed it (``lr_relative``; NaN otherwise).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ def run_summary(cube: xr.Dataset) -> dict:
         "sharpness_init": float(sharp[0]) if sharp.size and int(cube["hstep"][0]) == 0 else math.nan,
         "sharpness_final": _last_finite(sharp),
         "n_steps": int(cube["step"].values[-1]),
+        "lr_relative": float(cube.attrs.get("lr_relative", math.nan)),
     }
 
 

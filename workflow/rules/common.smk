@@ -13,7 +13,8 @@ _env["PYTHONPATH"] = os.pathsep.join(p for p in (_SRC, _env.get("PYTHONPATH", ""
 
 from snakemake.exceptions import WorkflowError  # noqa: E402
 from eosflow.config import (  # noqa: E402
-    ConfigError, EXPERIMENTS, load_schema, lr_tag, run_settings, train_job_config, validate_config,
+    ConfigError, EXPERIMENTS, load_schema, lr_tag, parse_lr_tag, run_settings, sweep_lr_tags, train_job_config,
+    validate_config,
 )
 from eosflow.training.schedules import schedule_from_tag, schedule_tag  # noqa: E402
 
@@ -37,7 +38,7 @@ wildcard_constraints:
     exp="|".join(EXPERIMENTS),
     setting=r"[A-Za-z][A-Za-z0-9_]*",
     sched=r"const|e\d+to[0-9.e+-]+",
-    lr=r"[0-9][0-9.e+-]*",
+    lr=r"x?[0-9][0-9.e+-]*",
     seed=r"\d+",
     dataset=r"fashion-mnist|cifar10",
 
@@ -62,7 +63,9 @@ def data_spec(wildcards):
 
 
 def run_files(setting, lr, seed, sched="const", name="cube.nc", exp="sweep"):
-    return f"{RUNS}/{name}".format(exp=exp, setting=setting, sched=sched, lr=lr_tag(lr), seed=seed)
+    """A run's file; ``lr`` is a learning rate or already its path name (``x0.5``: 0.5 x eta_eos)."""
+    tag = lr if isinstance(lr, str) else lr_tag(lr)
+    return f"{RUNS}/{name}".format(exp=exp, setting=setting, sched=sched, lr=tag, seed=seed)
 
 
 def schedule_of(wildcards):
@@ -86,6 +89,20 @@ def hessian_config(wildcards):
     return _configured(run_settings, wildcards)
 
 
+def relative_of(exp, tag):
+    """How a run named by a multiple of the stability limit (``lrx0.5``) gets its eta_0: the unit
+    and the seeds it is taken over (fig5.lr_unit, fig5.seeds); None for an absolute eta_0."""
+    if not parse_lr_tag(tag)[1]:
+        return None
+    if exp != "sweep":
+        raise WorkflowError(f"eosflow: lr{tag}: relative learning rates are for fig5's sweep group only")
+    return {"unit": config["fig5"]["lr_unit"], "seeds": list(config["fig5"]["seeds"])}
+
+
+def relative_spec(wildcards):
+    return relative_of(wildcards.exp, wildcards.lr)
+
+
 def fork_parent(wildcards):
     """fig2's branch runs start from the baseline's snapshot at their switch epoch."""
     if wildcards.exp != "fig2" or wildcards.sched == "const":
@@ -101,12 +118,12 @@ def gpu_request(wildcards=None):
 
 def fig5_cubes(wildcards=None):
     c = config["fig5"]
-    return [run_files(s, lr, seed) for s in c["settings"] for lr in c["lrs"] for seed in c["seeds"]]
+    return [run_files(s, tag, seed) for s in c["settings"] for tag in sweep_lr_tags(c) for seed in c["seeds"]]
 
 
 def fig5_cubes_by_setting():
     c = config["fig5"]
-    return {s: [run_files(s, lr, seed) for lr in c["lrs"] for seed in c["seeds"]] for s in c["settings"]}
+    return {s: [run_files(s, tag, seed) for tag in sweep_lr_tags(c) for seed in c["seeds"]] for s in c["settings"]}
 
 
 def fig2_run(name):

@@ -8,6 +8,7 @@ rule train:
     params:
         cfg=run_config,
         schedule=schedule_of,
+        relative=relative_spec,
         checkpoint=f"{RUNS}/checkpoint.pt",
     log:
         "results/logs/train/{exp}/{setting}/{sched}/lr{lr}_seed{seed}.log",
@@ -35,13 +36,14 @@ if config["fig5"]["batched"]:
             data=lambda w: data_path(w.setting),
         output:
             [
-                f"results/runs/sweep/{{setting}}/const/lr{lr_tag(lr)}/seed{{seed}}/{name}"
-                for lr in config["fig5"]["lrs"]
+                f"results/runs/sweep/{{setting}}/const/lr{tag}/seed{{seed}}/{name}"
+                for tag in sweep_lr_tags(config["fig5"])
                 for name in ("metrics.nc", "snapshots.pt")
             ],
         params:
             cfg=lambda w: train_job_config(config, "sweep", w.setting),
-            runs=lambda w: [[lr, int(w.seed), "const"] for lr in config["fig5"]["lrs"]],
+            runs=lambda w: [[tag, int(w.seed), "const"] for tag in sweep_lr_tags(config["fig5"])],
+            relative=relative_of("sweep", sweep_lr_tags(config["fig5"])[0]),
             checkpoint="results/runs/sweep/{setting}/const/group_seed{seed}.pt",
         log:
             "results/logs/train_group/sweep/{setting}/seed{seed}.log",
@@ -49,8 +51,8 @@ if config["fig5"]["batched"]:
             "results/benchmarks/train_group/sweep/{setting}/seed{seed}.tsv"
         threads: 1
         resources:
-            mem_mb=lambda wildcards, attempt: 2000 * len(config["fig5"]["lrs"]) * attempt,
-            runtime=lambda wildcards, attempt: 60 * len(config["fig5"]["lrs"]) * attempt,
+            mem_mb=lambda wildcards, attempt: 2000 * len(sweep_lr_tags(config["fig5"])) * attempt,
+            runtime=lambda wildcards, attempt: 60 * len(sweep_lr_tags(config["fig5"])) * attempt,
             gpu=gpu_request,
         conda:
             "../../envs/eosflow.yaml"

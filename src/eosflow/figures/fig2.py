@@ -24,7 +24,8 @@ import seaborn as sns
 import xarray as xr
 
 from ..similarity import eigvec_similarity, spearman, subspace_similarity
-from .common import Claim, check, finish, new_figure
+from ..claims import Claim, bootstrap_interval, check
+from .common import finish, new_figure
 
 
 def _vectors(ds: xr.Dataset) -> dict[int, np.ndarray]:
@@ -39,23 +40,35 @@ def rotation_curves(vecs: dict[int, np.ndarray], ref: np.ndarray, steps) -> tupl
     return steps, per, sub
 
 
+#: Minimum evidence (fixed before any run): replicates of the effect inside the run.
+MIN_INSTABILITIES = 3
+MIN_BRANCHES = 3
+
+
 def fig2_claims(plan: dict, rot_spearman: list[float], reverts: list[float], k: int) -> list[Claim]:
     """The claims: at least ``plan["n_instabilities"]`` spikes (the number drawn,
-    ``fig2.instabilities``); the top-``k`` eigenspace rotates while the loss rises; branches revert."""
+    ``fig2.instabilities``; a property of the drawn run); the top-``k`` eigenspace rotates while the
+    loss rises (median over the chosen spikes, ≥ :data:`MIN_INSTABILITIES` of them, with a
+    bootstrap interval); branches revert (mean over ≥ :data:`MIN_BRANCHES` branches, interval)."""
     n_spikes, n_required = len(plan["instabilities"]), int(plan["n_instabilities"])
     return [
         check(f"the run goes through at least {n_required} instabilities",
               f"number of loss spikes (eta*S > 2, loss rising by >= {plan['min_rise']:g} relative)",
-              n_spikes, ">=", n_required),
+              n_spikes, ">=", n_required, note="a property of the run drawn (one seed)",
+              evidence={"runs": 1}, minimum={"runs": 1}),
         check("eigenvectors rotate steadily during an instability",
               f"median over the chosen instabilities of Spearman(epoch, top-{k} subspace similarity to the onset) "
               "while the loss rises (onset to peak)",
               float(np.median(rot_spearman)) if rot_spearman else None, "<", 0,
-              note="" if rot_spearman else "no instability with stored eigenvectors"),
+              note="" if rot_spearman else "no instability with stored eigenvectors",
+              interval=bootstrap_interval(rot_spearman, np.median), evidence={"instabilities": len(rot_spearman)},
+              minimum={"instabilities": MIN_INSTABILITIES}),
         check("stable training undoes the rotation (branches revert)",
               "mean over branch runs of (similarity to the onset eigenspace at the branch's end - at its switch)",
               float(np.mean(reverts)) if reverts else None, ">", 0,
-              note="" if reverts else "no branch runs (no instability to branch in)"),
+              note="" if reverts else "no branch runs (no instability to branch in)",
+              interval=bootstrap_interval(reverts), evidence={"branches": len(reverts)},
+              minimum={"branches": MIN_BRANCHES}),
     ]
 
 

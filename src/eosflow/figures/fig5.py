@@ -6,7 +6,10 @@ from dark purple to light yellow by η₀ (viridis); (b) accuracy vs η₀ / η_
 jump past 1 and the fall-off at too-large η₀ (the "Goldilocks zone").
 
 Diverged runs are drawn as red triangles at chance accuracy, never dropped; for the claims a
-diverged run counts at chance accuracy (1 / number of classes).
+diverged run counts at chance accuracy (1 / number of classes). The η₀ grid may be absolute or
+relative (multiples of each seed's own limit, ``fig5.lrs_relative``); the claims are statistics
+over the seeds with enough runs on both sides of their limit (:func:`seed_table`), each with a
+bootstrap interval and a verdict (:mod:`eosflow.claims`); the claims file lists every seed's row.
 """
 
 from __future__ import annotations
@@ -22,7 +25,8 @@ from matplotlib.colors import LogNorm
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-from .common import Claim, check, finish, new_figure
+from ..claims import Claim, bootstrap_interval, check
+from .common import finish, new_figure
 
 CHANCE = 0.1
 
@@ -51,39 +55,77 @@ def eta_eos_of(ds: xr.Dataset) -> float:
 
 
 def seed_means(ds: xr.Dataset) -> tuple[np.ndarray, np.ndarray]:
-    """(η₀ grid, seed-mean accuracy per η₀) for one setting."""
+    """(η₀ grid, seed-mean accuracy per grid point) for one setting. A relative grid's point is a
+    multiple of η_eos (its η₀ differs between seeds: the mean η₀ is drawn)."""
     lr, acc = ds["lr"].values.astype(float), _accuracy(ds)
-    grid = np.unique(lr)
-    return grid, np.array([acc[lr == g].mean() for g in grid])
+    rel = ds["lr_relative"].values.astype(float) if "lr_relative" in ds else np.full(lr.shape, np.nan)
+    key = rel if np.isfinite(rel).all() else lr
+    grid = np.unique(key)
+    return np.array([lr[key == g].mean() for g in grid]), np.array([acc[key == g].mean() for g in grid])
+
+
+#: Minimum evidence, fixed before any run: a seed contributes when it has at least MIN_PER_SIDE runs
+#: on each side of its own limit; a claim needs MIN_SEEDS contributing seeds (its interval is then
+#: computed from as many values).
+MIN_SEEDS = 3
+MIN_PER_SIDE = 2
+#: Runs whose η₀ is within this relative distance of their seed's η_eos are on neither side.
+AT_LIMIT = 0.01
+
+
+def sides(lr: np.ndarray, eos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(above, below) masks of runs against their own seed's limit; runs within :data:`AT_LIMIT`
+    of it (and runs without a measured limit) are on neither side."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ratio = lr / eos
+    return ratio > 1 + AT_LIMIT, ratio < 1 - AT_LIMIT
+
+
+def seed_table(ds: xr.Dataset) -> list[dict]:
+    """Per seed of one setting: runs on each side, whether it contributes, and its statistics
+    (best above minus best below, argmax η₀ / η_eos, acc at its largest η₀ minus its best)."""
+    lr, acc, eos = ds["lr"].values.astype(float), _accuracy(ds), ds["eta_eos"].values.astype(float)
+    above, below = sides(lr, eos)
+    rows = []
+    for seed in np.unique(ds["seed"].values):
+        one = ds["seed"].values == seed
+        n_above, n_below = int((one & above).sum()), int((one & below).sum())
+        row = {"seed": int(seed), "runs_above": n_above, "runs_below": n_below,
+               "contributes": n_above >= MIN_PER_SIDE and n_below >= MIN_PER_SIDE}
+        i = np.flatnonzero(one)[int(np.argmax(acc[one]))]
+        j = np.flatnonzero(one)[int(np.argmax(lr[one]))]
+        row.update(gain=float(acc[one & above].max() - acc[one & below].max()) if n_above and n_below else None,
+                   best_ratio=float(lr[i] / eos[i]) if np.isfinite(eos[i]) else None,
+                   falloff=float(acc[j] - acc[one].max()))
+        rows.append(row)
+    return rows
 
 
 def setting_claims(name: str, ds: xr.Dataset) -> list[Claim]:
     """The claims of one setting. Each run is placed against its own seed's limit
-    η_eos = 2 / S(θ₀) (the initialisation, hence S(θ₀), differs between seeds)."""
-    lr, acc, eos = ds["lr"].values.astype(float), _accuracy(ds), ds["eta_eos"].values.astype(float)
-    gains, best_ratios = [], []
-    for seed in np.unique(ds["seed"].values):
-        one = ds["seed"].values == seed
-        above, below = one & (lr > eos), one & (lr < eos)
-        if above.any() and below.any():
-            gains.append(acc[above].max() - acc[below].max())
-        if one.any() and np.isfinite(eos[one]).all():
-            i = np.flatnonzero(one)[int(np.argmax(acc[one]))]
-            best_ratios.append(lr[i] / eos[i])
-    claims = [
+    η_eos = 2 / S(θ₀) (the initialisation, hence S(θ₀), differs between seeds); each claim is a
+    statistic over the contributing seeds with its 95 % bootstrap interval."""
+    table = seed_table(ds)
+    used = [r for r in table if r["contributes"]]
+    gains = [r["gain"] for r in used]
+    ratios = [r["best_ratio"] for r in used if r["best_ratio"] is not None]
+    falloffs = [r["falloff"] for r in used]
+    counts = "; runs below/above per seed: " + ", ".join(
+        f"seed {r['seed']}: {r['runs_below']}/{r['runs_above']}" for r in table)
+    need = {"minimum": {"seeds": MIN_SEEDS}}
+    return [
         check(f"{name}: validation accuracy improves past the stability limit",
               "mean over seeds of (best acc with eta0 > eta_eos) - (best acc with eta0 < eta_eos)",
-              float(np.mean(gains)) if gains else None, ">", 0,
-              note="" if gains else "the grid does not reach both sides of eta_eos"),
+              np.mean(gains) if gains else None, ">", 0, note=f"{len(used)} of {len(table)} seeds contribute" + counts,
+              interval=bootstrap_interval(gains), evidence={"seeds": len(gains)}, **need),
         check(f"{name}: the best eta0 lies above the stability limit",
-              "median over seeds of argmax_eta0(acc) / eta_eos",
-              float(np.median(best_ratios)) if best_ratios else None, ">", 1),
+              "median over seeds of argmax_eta0(acc) / eta_eos", np.median(ratios) if ratios else None, ">", 1,
+              interval=bootstrap_interval(ratios, np.median), evidence={"seeds": len(ratios)}, **need),
+        check(f"{name}: too-large eta0 falls off (Goldilocks zone)",
+              "mean over seeds of (acc at the seed's largest eta0 - the seed's best acc) (diverged = chance)",
+              np.mean(falloffs) if falloffs else None, "<", 0, interval=bootstrap_interval(falloffs),
+              evidence={"seeds": len(falloffs)}, **need),
     ]
-    grid, mean = seed_means(ds)
-    claims.append(check(f"{name}: too-large eta0 falls off (Goldilocks zone)",
-                        "seed-mean acc at the largest eta0 minus the best seed-mean acc (diverged = chance)",
-                        mean[-1] - mean.max(), "<", 0))
-    return claims
 
 
 def make_fig5(ds: xr.Dataset, pdf_path, png_path, claims_path, keep_open: bool = False):
@@ -97,6 +139,7 @@ def make_fig5(ds: xr.Dataset, pdf_path, png_path, claims_path, keep_open: bool =
     norm = LogNorm(vmin=lr_all.min(), vmax=max(lr_all.max(), lr_all.min() * 1.0001))
     cmap = colormaps["viridis"]
     claims: list[Claim] = []
+    tables = {}
     pooled_ax = axes[-1]
     for ax, name in zip(axes[:-1], settings):
         sub = ds.isel(run=np.flatnonzero(ds["setting"].values == name))
@@ -106,12 +149,13 @@ def make_fig5(ds: xr.Dataset, pdf_path, png_path, claims_path, keep_open: bool =
         capped = sub["status"].values == "max_epochs"
         run_eos = sub["eta_eos"].values.astype(float)
         ratio = lr / run_eos
+        above, below = sides(lr, run_eos)
         for target, xs in ((ax, lr), (pooled_ax, ratio)):
             for i in range(len(lr)):
                 if diverged[i]:
                     target.scatter(xs[i], CHANCE, marker="v", s=60, color="tab:red", zorder=3)
                     continue
-                marker = "X" if lr[i] < run_eos[i] else "o"
+                marker = "X" if below[i] else "o" if above[i] else "D"
                 target.scatter(xs[i], acc[i], marker=marker, s=70, color=cmap(norm(lr[i])),
                                edgecolor="0.5" if capped[i] else "k", linewidth=0.6, zorder=3)
         grid, mean = seed_means(sub)
@@ -126,6 +170,7 @@ def make_fig5(ds: xr.Dataset, pdf_path, png_path, claims_path, keep_open: bool =
         ax.set_title(f"(a) {name}   " + (rf"$\eta_{{eos}}$ = {eos:.3g}" + (
             f" (seeds {spread.min():.2g}-{spread.max():.2g})" if spread.size > 1 else "") if math.isfinite(eos) else ""))
         claims += setting_claims(name, sub)
+        tables[name] = seed_table(sub)
     pooled_ax.axvline(1.0, ls=":", color="k", lw=1.2)
     pooled_ax.set_xscale("log")
     _log_axis(pooled_ax.xaxis)
@@ -134,6 +179,7 @@ def make_fig5(ds: xr.Dataset, pdf_path, png_path, claims_path, keep_open: bool =
     pooled_ax.set_title("(b) phase transition at the stability limit")
     handles = [Line2D([], [], marker="X", ls="", color="0.3", label=r"$\eta_0 < \eta_{eos}$ (stable)"),
                Line2D([], [], marker="o", ls="", color="0.3", label=r"$\eta_0 > \eta_{eos}$ (unstable)"),
+               Line2D([], [], marker="D", ls="", color="0.3", label=r"within 1 % of $\eta_{eos}$"),
                Line2D([], [], marker="v", ls="", color="tab:red", label="diverged (at chance)"),
                Line2D([], [], marker="o", ls="", mfc="w", mec="0.5", label="grey edge: hit max_epochs")]
     pooled_ax.legend(handles=handles, fontsize=8, loc="lower left")
@@ -145,4 +191,4 @@ def make_fig5(ds: xr.Dataset, pdf_path, png_path, claims_path, keep_open: bool =
     diverged = [{"setting": str(st), "lr": float(lr), "seed": int(sd)} for st, lr, sd, s in
                 zip(ds["setting"].values, ds["lr"].values, ds["seed"].values, status) if s == "diverged"]
     return finish(fig, claims, pdf_path, png_path, claims_path, "fig5", keep_open, runs=runs,
-                  diverged_runs=diverged)
+                  diverged_runs=diverged, seeds=tables)
