@@ -92,8 +92,6 @@ def check(name: str, statistic: str, value, op: str, bound: float, note: str = "
         if not all(math.isfinite(v) for v in interval):
             interval = None
     verdict, reason = _decide(value, op, float(bound), interval, evidence, minimum)
-    if reason == "" and verdict == "undetermined":
-        reason = note
     return Claim(name, statistic, value, f"{op} {bound:g}", verdict, verdict == "holds", note, reason, interval,
                  evidence, minimum)
 

@@ -64,10 +64,11 @@ def relative_lr(cfg: dict, setting: str, data: dict, seed: int, ratio: float, un
     if unit not in ("seed", "median"):
         raise ValueError(f"unknown lr unit {unit!r}; allowed: ['seed', 'median']")
     cache = {} if cache is None else cache
-    for s in ([seed] if unit == "seed" else seeds):
-        if int(s) not in cache:
-            cache[int(s)] = eta_eos_at_init(cfg, setting, data, int(s))
-    limits = {int(s): cache[int(s)] for s in ([seed] if unit == "seed" else seeds)}
+    over = [int(seed)] if unit == "seed" else [int(s) for s in seeds]
+    for s in over:
+        if s not in cache:
+            cache[s] = eta_eos_at_init(cfg, setting, data, s)
+    limits = {s: cache[s] for s in over}
     value = limits[int(seed)] if unit == "seed" else float(np.median(list(limits.values())))
     record = {"lr_relative": float(ratio), "lr_unit": unit, "eta_eos_unit": value,
               "eta_eos_by_seed": {str(s): v for s, v in limits.items()}}

@@ -12,8 +12,8 @@ import numpy as np
 import seaborn as sns
 import xarray as xr
 
-from ..similarity import spearman
 from ..claims import Claim, bootstrap_interval, check
+from ..similarity import spearman
 from .common import finish, new_figure
 
 
@@ -49,16 +49,22 @@ def _mean_by(rows, key_fn):
 MIN_SEEDS = 3
 
 
+def _spearman_per_lr(s_max: dict, lrs: list[float]) -> dict[float, float]:
+    """Spearman(e, S_max) for each η₀, from ``s_max[(η₀, e)]``."""
+    out = {}
+    for lr in lrs:
+        es = sorted(e for (l0, e) in s_max if l0 == lr)
+        out[lr] = spearman(es, [s_max[(lr, e)] for e in es])
+    return out
+
+
 def _seed_statistics(rows: list[dict], lrs: list[float]) -> tuple[list[float], list[float]]:
     """Per seed: max over η₀ of Spearman(e, S_max) (when finite for every η₀), and
     Spearman(η₀, S_max) over (η₀, e > 0)."""
     flattening, by_lr = [], []
     for seed in sorted({r["seed"] for r in rows}):
         s_max = {(r["lr0"], r["epoch"]): r["s_max"] for r in rows if r["seed"] == seed}
-        rhos = []
-        for lr in lrs:
-            es = sorted(e for (l0, e) in s_max if l0 == lr)
-            rhos.append(spearman(es, [s_max[(lr, e)] for e in es]))
+        rhos = list(_spearman_per_lr(s_max, lrs).values())
         if all(np.isfinite(rhos)):
             flattening.append(max(rhos))
         late = [k for k in s_max if k[1] > 0]
@@ -71,12 +77,8 @@ def _seed_statistics(rows: list[dict], lrs: list[float]) -> tuple[list[float], l
 def fig4_claims(rows: list[dict]) -> tuple[list[Claim], dict]:
     """The claims over seeds (mean of a per-seed statistic, 95 % bootstrap interval, at least
     :data:`MIN_SEEDS` seeds), and the seed-mean Spearman(e, S_max) per η₀ for the record."""
-    mean = _mean_by(rows, lambda r: (r["lr0"], r["epoch"]))
     lrs = sorted({r["lr0"] for r in rows})
-    per_lr = {}
-    for lr in lrs:
-        es = sorted(e for (l0, e) in mean if l0 == lr)
-        per_lr[lr] = spearman(es, [mean[(lr, e)] for e in es])
+    per_lr = _spearman_per_lr(_mean_by(rows, lambda r: (r["lr0"], r["epoch"])), lrs)
     flattening, by_lr = _seed_statistics(rows, lrs)
     claims = [
         check("S_max falls as the large-eta phase lengthens, for every eta0",
