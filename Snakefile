@@ -22,6 +22,10 @@ include: "workflow/rules/fig3.smk"
 include: "workflow/rules/fig4.smk"
 include: "workflow/rules/fig5.smk"
 include: "workflow/rules/eos.smk"
+include: "workflow/rules/ablation.smk"
+include: "workflow/rules/optimizers.smk"
+include: "workflow/rules/sgd_flattening.smk"
+include: "workflow/rules/clipped_ada.smk"
 include: "workflow/rules/pending.smk"
 
 

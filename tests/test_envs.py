@@ -13,7 +13,8 @@ CONDA_NAMES = {"torch": "pytorch", "netcdf4": "netcdf4", "snakemake": "snakemake
 LIGHT_MODULES = ["eosflow.figures.fig1", "eosflow.figures.fig2", "eosflow.figures.fig3", "eosflow.figures.fig4",
                  "eosflow.figures.fig5", "eosflow.figures.eos", "eosflow.plans", "eosflow.summary", "eosflow.cubes",
                  "eosflow.files", "eosflow.logs", "eosflow.config", "eosflow.similarity", "eosflow.instability",
-                 "eosflow.claims"]
+                 "eosflow.claims", "eosflow.optimizer_config", "eosflow.figures.sgd_flattening",
+                 "eosflow.figures.clipped_ada"]
 
 
 def _split(req: str):

@@ -47,9 +47,23 @@ def test_diverged_runs_are_drawn_and_listed_and_no_nan_reaches_an_axis(tmp_path)
     points = [pc.get_offsets() for ax in plot_axes for pc in ax.collections if len(pc.get_offsets())]
     points = np.concatenate(points)
     assert np.isfinite(points).all()
-    assert len(points) == 2 * ds.sizes["run"]  # every run in (a) and in (b), diverged included
+    assert len(points) == 3 * ds.sizes["run"]  # every run in (a), (b) and (c), diverged included
+    # no in-loop sharpness in this summary: every run is "unmeasured" in (c) and in the counts
+    assert data["measured_stability"]["below_limit"] == {"stable": 0, "unstable": 0, "unmeasured": 8}
     for ax in fig.axes:
         assert np.isfinite(ax.get_xlim()).all() and np.isfinite(ax.get_ylim()).all()
+
+
+def test_measured_class_is_counted_on_each_side_of_the_limit(tmp_path):
+    ds = summary(lambda r: 0.75)
+    ratio = ds["lr"].values / ds["eta_eos"].values
+    # progressive sharpening: runs from half the limit up measured unstable
+    ds["stability"] = ("run", np.where(ratio >= 0.5, "unstable", "stable"))
+    make_fig5(ds, tmp_path / "f.pdf", tmp_path / "f.png", tmp_path / "c.json")
+    counts = json.loads((tmp_path / "c.json").read_text())["measured_stability"]
+    assert counts["above_limit"] == {"stable": 0, "unstable": 11, "unmeasured": 0}
+    assert counts["at_limit"] == {"stable": 0, "unstable": 2, "unmeasured": 0}
+    assert counts["below_limit"] == {"stable": 5, "unstable": 3, "unmeasured": 0}
 
 
 def test_monotone_decline_fails_first_two(tmp_path):

@@ -44,7 +44,7 @@ def test_hessian_rule_cadence_and_values(tmp_path):
     assert np.isfinite(inloop[[0, 20, 40]]).all() and np.isnan(inloop[1:20]).all()
     # snapshots at 0, 10, ..., 50; every second one measured, the last always
     assert list(cube["hstep"].values) == [0, 20, 40, 50]
-    assert list(cube["vstep"].values) == [0, 40]
+    assert list(cube["vstep"].values) == [0, 40, 50]  # every second measurement, and the last (eigvec_ends)
     # oracle: dense Hessian of the loss over the first n_samples examples at the last snapshot
     theta = torch.load(tmp_path / "s.pt")["theta"][-1].double()
     model = build_model(cfg["settings"]["s"]["model"], (1, 3, 3), 3, seed=0).double()

@@ -14,7 +14,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 CATALOG = [f"figures/fig{n}.pdf" for n in (1, 2, 3, 4, 5, 6, 7, 8, 9, 12)] + [
-    f"figures/ext/{e}.pdf" for e in ("mse_flattening", "eos", "sgd_flattening", "clipped_ada")]
+    f"figures/ext/{e}.pdf" for e in ("mse_flattening", "eos", "sgd_flattening", "clipped_ada", "instability_ablation",
+                                     "generalization_map")]
 pytestmark = pytest.mark.workflow
 
 
@@ -112,7 +113,8 @@ def test_tiny_run_builds_fig1_fig5_and_cubes(workdir):
             assert v in ds, (p, v)
         assert ds["eigval"].dims == ("hstep", "eig") and ds.sizes["eig"] == 2
         assert ds["eigvec"].dims == ("vstep", "eig", "param")
-        assert list(ds["vstep"].values) == list(ds["hstep"].values[::2])
+        hsteps = ds["hstep"].values  # every second measurement's vectors, and the first and the last
+        assert list(ds["vstep"].values) == sorted(set(hsteps[::2]) | {hsteps[0], hsteps[-1]})
         norms = np.linalg.norm(ds["eigvec"].values, axis=-1)
         np.testing.assert_allclose(norms, 1.0, rtol=1e-5)
         assert ds.attrs["Conventions"] == "CF-1.12" and "eosflow" in ds.attrs["source"]
@@ -203,6 +205,26 @@ def test_tiny_run_builds_fig2_fig3_fig4_and_eos(workdir):
     assert len(list((workdir / "results/runs/eos").rglob("cube.nc"))) == 2
     out = snakemake(workdir, "-n", *targets)
     assert "Nothing to be done" in out.stdout + out.stderr
+
+
+def test_tiny_run_builds_the_ablation_and_the_map(workdir):
+    targets = ["figures/ext/instability_ablation.pdf", "figures/ext/generalization_map.pdf"]
+    snakemake(workdir, *targets)
+    for fig in ("ext/instability_ablation", "ext/generalization_map"):
+        assert (workdir / f"figures/{fig}.pdf").read_bytes()[:4] == b"%PDF"
+        claims = check_claims(workdir / f"figures/{fig}.claims.json", fig)
+        # one seed: every paired or over-seeds claim is undetermined, never holds
+        assert {c["verdict"] for c in claims["claims"]} == {"undetermined"}
+    data = json.loads((workdir / "figures/ext/generalization_map.claims.json").read_text())
+    assert set(data["cells"]) == {"fmnist_mlp", "fmnist_mlp_mse"} and data["cells"]["fmnist_mlp_mse"]["ablation"] is None
+    for ratio in ("0.5", "2"):  # the twins: same eta_0 and theta_0; the clamped one steps at most clamp x 2 / S
+        plain = xr.open_dataset(workdir / f"results/runs/sweep/fmnist_mlp/const/lrx{ratio}/seed0/cube.nc")
+        twin = xr.open_dataset(workdir / f"results/runs/ablation/fmnist_mlp/const/lrx{ratio}/seed0/cube.nc")
+        assert float(plain["lr"]) == float(twin["lr"])
+        s, eta = twin["sharpness_inloop"].values, twin["lr_step"].values
+        assert np.isfinite(s).all() and (eta * s <= 2 * 0.95 + 1e-9).all()
+        assert json.loads(twin.attrs["config"])["train"]["clamp"] == 0.95
+    assert (twin["lr_step"].values < float(twin["lr"])).any()  # at 2 x eta_eos the clamp binds
 
 
 def test_batched_sweep_writes_the_same_runs(workdir, tmp_path):

@@ -13,7 +13,7 @@ import yaml
 
 # Groups of runs, each with its own train/hessian overrides and its own results/runs/<group>/ tree:
 # ``sweep`` (fig5's grid, the top-level train/hessian blocks), and the figure experiments.
-EXPERIMENTS = ("sweep", "fig2", "fig4", "eos")
+EXPERIMENTS = ("sweep", "fig2", "fig4", "eos", "ablation")
 
 MODEL_KEYS = {
     "mlp": {"arch", "widths", "activation", "init"},
@@ -133,6 +133,18 @@ def validate_config(config: dict, schema: dict | None = None) -> dict:
                         "parameters for eigenvectors, branch runs and slices)")
     if "fig5" in cfg:
         problems += _grid_problems(cfg["fig5"], "fig5")
+    from .optimizer_config import optimizer_config_problems  # the optimizers' keys and figures
+
+    problems += optimizer_config_problems(cfg, config)
+    gmap = cfg.get("generalization_map", {}) if "generalization_map" in config else {}
+    for key in ("settings", "ablation"):  # left to its defaults it names fmnist_mlp: checked when requested
+        for i, sname in enumerate(gmap.get(key, [])):
+            if sname not in cfg["settings"]:
+                problems.append(f"config key generalization_map.{key}[{i}]: unknown setting {sname!r}; "
+                                f"defined settings: {sorted(cfg['settings'])}")
+    if "ablation" in cfg and {**cfg["train"], **cfg["ablation"]["train"]}.get("clamp") is None:
+        problems.append("config key ablation.train.clamp: the clamped twins need a clamp (e.g. 0.95); "
+                        "null would make them plain runs")
     fig4 = cfg.get("fig4")
     if fig4:
         end = {**cfg["train"], **fig4["train"]}["max_epochs"]
@@ -197,10 +209,10 @@ def run_settings(cfg: dict, exp: str, setting: str, schedule: dict | None = None
 def train_job_config(cfg: dict, exp: str, setting: str, schedule: dict | None = None) -> dict:
     """The part of :func:`run_settings` a training job depends on: without the ``hessian`` block
     (another ``hessian.k`` must not retrain), except its ``tol`` and ``max_iter`` when the run
-    tracks its sharpness in the loop (``train.sharpness_every``)."""
+    tracks its sharpness in the loop (``train.sharpness_every``, ``train.clamp``)."""
     out = run_settings(cfg, exp, setting, schedule)
     hessian = out.pop("hessian")
-    if out["train"]["sharpness_every"]:
+    if out["train"]["sharpness_every"] or out["train"].get("clamp") is not None:
         out["hessian"] = {"tol": hessian["tol"], "max_iter": hessian["max_iter"]}
     return out
 

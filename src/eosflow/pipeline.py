@@ -86,7 +86,7 @@ def run_train(cfg: dict, setting: str, lr: float, seed: int, data_path, out_metr
         if not schedule or schedule.get("kind") != "switch":
             raise ValueError("fork needs a switch schedule: the run starts at its switch epoch")
         start = fork_state(*fork, int(schedule["epoch"]), device=obj.device)
-    result = train(obj, obj.flatten(), train_config(cfg, lr, schedule), test=_test_data(data, obj),
+    result = train(obj, obj.flatten(), train_config(cfg, lr, schedule, seed), test=_test_data(data, obj),
                    checkpoint=checkpoint, sharpness_fn=inloop_sharpness(cfg, obj), progress=progress,
                    desc=f"{setting} lr={lr:g} seed={seed}", start=start)
     write_run_outputs(cfg, setting, lr, seed, schedule, result, obj.dim, out_metrics, out_snapshots, placed)
@@ -123,7 +123,7 @@ def run_train_group(cfg: dict, setting: str, runs: list[tuple[float, int, dict |
             obj = o if obj is None else obj
             theta0[int(seed)] = o.flatten()
     theta0s = torch.stack([theta0[int(seed)] for _, seed, _ in runs])
-    cfgs = [train_config(cfg, lr, schedule) for lr, _, schedule in runs]
+    cfgs = [train_config(cfg, lr, schedule, seed) for lr, seed, schedule in runs]
     sharpness_fns = [inloop_sharpness(cfg, obj) for _ in runs]
     log.info("group of %d runs of %s on %s: %d parameters each, %d training examples; %s", len(runs), setting,
              obj.device, obj.dim, obj.n, ", ".join(f"lr={float(lr):g} seed={int(s)}" for lr, s, _ in runs))
@@ -153,6 +153,8 @@ def run_hessian(cfg: dict, setting: str, data_path, metrics_path, snapshots_path
 
     ``steps``: measure only the snapshots at these steps (``hessian.every`` then does not apply;
     ``hessian.eigvec_every`` counts among them). Steps without a snapshot are an error.
+    ``hessian.eigvec_ends``: also store the vectors of the first and the last measurement (the
+    rotation 1 − ρ of :func:`eosflow.similarity.rotation`).
     """
     metrics = load_netcdf(metrics_path, "run metrics")
     seed = int(metrics["seed"])
@@ -171,7 +173,7 @@ def run_hessian(cfg: dict, setting: str, data_path, metrics_path, snapshots_path
         eigvals.append(res.eigvals.double().cpu().numpy())
         residuals.append(res.residuals.double().cpu().numpy())
         iters.append(res.iterations)
-        if hc["eigvec_every"] and j % hc["eigvec_every"] == 0:
+        if (hc["eigvec_every"] and j % hc["eigvec_every"] == 0) or (hc["eigvec_ends"] and j in (0, len(keep) - 1)):
             vecs.append(res.eigvecs.float().cpu().numpy())
             vsteps.append(steps_all[i])
         log.info("step %d: eigvals %s, residuals %s, %d iterations", steps_all[i],

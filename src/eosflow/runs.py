@@ -18,7 +18,8 @@ from .objective import Objective
 from .spectral import SpectrumTracker, top_eigenpairs
 from .training import TrainConfig
 
-__all__ = ["build_objective", "train_config", "inloop_sharpness", "run_record", "eta_eos_at_init", "relative_lr",
+__all__ = ["build_objective", "train_config", "inloop_sharpness", "InloopSharpness", "run_record", "eta_eos_at_init",
+           "relative_lr",
            "UNIT_TOL"]
 
 #: Relative residual to which S(θ₀) is computed when it sets η₀ (a relative grid's unit), and
@@ -75,19 +76,48 @@ def relative_lr(cfg: dict, setting: str, data: dict, seed: int, ratio: float, un
     return float(ratio) * value, record
 
 
-def train_config(cfg: dict, lr: float, schedule: dict | None) -> TrainConfig:
-    """The :class:`~eosflow.training.TrainConfig` of one run from the config's ``train`` block."""
-    return TrainConfig(lr=float(lr), schedule=schedule, **{k: v for k, v in cfg["train"].items() if k != "dtype"})
+def train_config(cfg: dict, lr: float, schedule: dict | None, seed: int = 0) -> TrainConfig:
+    """The :class:`~eosflow.training.TrainConfig` of one run from the config's ``train`` block;
+    ``seed`` (the run's) fixes a minibatch optimizer's data order."""
+    return TrainConfig(lr=float(lr), schedule=schedule, order_seed=int(seed),
+                       **{k: v for k, v in cfg["train"].items() if k != "dtype"})
 
 
-def inloop_sharpness(cfg: dict, objective: Objective):
-    """``θ ↦ S(θ)`` for ``train.sharpness_every``: the top Hessian eigenvalue, warm-started from the
-    previous measurement, to the ``hessian`` block's ``tol`` and ``max_iter``; None when the config
-    asks for no in-loop sharpness."""
-    if not cfg["train"]["sharpness_every"]:
+def inloop_sharpness(cfg: dict, objective: Objective) -> InloopSharpness | None:
+    """``θ ↦ S(θ)`` for ``train.sharpness_every`` and ``train.clamp`` (:class:`InloopSharpness`):
+    to the ``hessian`` block's ``tol`` (a clamped run: ``train.clamp_tol``) and ``max_iter``; None
+    when the config asks for no in-loop sharpness."""
+    t = cfg["train"]
+    clamped = t.get("clamp") is not None
+    if not t["sharpness_every"] and not clamped:
         return None
-    tracker = SpectrumTracker(k=1, tol=cfg["hessian"]["tol"], max_iter=cfg["hessian"]["max_iter"])
-    return lambda theta: float(tracker.measure(objective, theta).eigvals[0])
+    return InloopSharpness(objective, t["clamp_tol"] if clamped else cfg["hessian"]["tol"],
+                           cfg["hessian"]["max_iter"], clamped)
+
+
+class InloopSharpness:
+    """A run's in-loop sharpness: ``S(θ)``, the top Hessian eigenvalue of ``objective`` to relative
+    residual ``tol``, warm-started from the previous measurement. Its warm start is part of the run's
+    checkpoint (:meth:`state_dict`), so a resumed run measures, and a clamped one steps, exactly as
+    an uninterrupted one. A clamped run's measurement that stops short of ``tol`` is logged: its
+    clamp bound then rests on a looser estimate."""
+
+    def __init__(self, objective: Objective, tol: float, max_iter: int, clamped: bool = False):
+        self.objective, self.tol, self.clamped = objective, tol, clamped
+        self.tracker = SpectrumTracker(k=1, tol=tol, max_iter=max_iter)
+
+    def __call__(self, theta) -> float:
+        res = self.tracker.measure(self.objective, theta)
+        if self.clamped and not res.converged:
+            log.warning("clamp: S(theta) measurement %d stopped at residual %.2g (asked %g) after %d products",
+                        self.tracker.n_measured, float(res.residuals[0]), self.tol, res.n_matvec)
+        return float(res.eigvals[0])
+
+    def state_dict(self) -> dict:
+        return self.tracker.state_dict()
+
+    def load_state_dict(self, state: dict, device=None) -> None:
+        self.tracker.load_state_dict(state, device)
 
 
 def run_record(cfg: dict, setting: str, lr: float, seed: int, schedule: dict | None) -> dict:
@@ -96,6 +126,8 @@ def run_record(cfg: dict, setting: str, lr: float, seed: int, schedule: dict | N
     tracker's ``tol`` and ``max_iter`` (``inloop_sharpness``)."""
     record = {"setting": setting, **cfg["settings"][setting], "lr": float(lr), "seed": int(seed),
               "schedule": schedule or {"kind": "constant"}, "train": cfg["train"], "device": cfg["device"]}
-    if cfg["train"]["sharpness_every"]:
+    if cfg["train"]["sharpness_every"] or cfg["train"].get("clamp") is not None:
         record["inloop_sharpness"] = {k: cfg["hessian"][k] for k in ("tol", "max_iter")}
+        if cfg["train"].get("clamp") is not None:
+            record["inloop_sharpness"].update(every=1, tol=cfg["train"]["clamp_tol"])
     return record

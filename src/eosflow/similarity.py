@@ -1,4 +1,5 @@
-"""Similarity of eigenvectors and eigenspaces (fig2), and a NaN-aware rank correlation.
+"""Similarity of eigenvectors and eigenspaces (fig2; the rotation 1 − ρ of the sweeps), and a NaN-aware
+rank correlation.
 
 numpy only: figure code uses these without torch. Inputs may be numpy arrays or torch tensors
 (on any device); array results come back as the type of the first argument (a float64 tensor
@@ -12,7 +13,7 @@ import sys
 
 import numpy as np
 
-__all__ = ["eigvec_similarity", "principal_angles", "subspace_similarity", "spearman"]
+__all__ = ["eigvec_similarity", "principal_angles", "subspace_similarity", "rotation", "spearman"]
 
 
 def _numpy(a) -> np.ndarray:
@@ -88,3 +89,10 @@ def spearman(x, y) -> float:
     if x.size < 3 or np.all(x == x[0]) or np.all(y == y[0]):
         return float("nan")
     return float(spearmanr(x, y).statistic)
+
+
+def rotation(first, last) -> float:
+    """``1 − ρ``: how far a top-k eigenspace turned between two measurements (``first`` and
+    ``last``, each ``(k, P)`` eigenvectors as rows), ρ the :func:`subspace_similarity` of their
+    spans (the spec's rotation: 0 = the same eigenspace, 1 = orthogonal)."""
+    return 1.0 - subspace_similarity(first, last)

@@ -13,8 +13,8 @@ _env["PYTHONPATH"] = os.pathsep.join(p for p in (_SRC, _env.get("PYTHONPATH", ""
 
 from snakemake.exceptions import WorkflowError  # noqa: E402
 from eosflow.config import (  # noqa: E402
-    ConfigError, EXPERIMENTS, load_schema, lr_tag, parse_lr_tag, run_settings, sweep_lr_tags, train_job_config,
-    validate_config,
+    ConfigError, EXPERIMENTS, load_schema, lr_tag, parse_lr_tag, relative_tag, run_settings, sweep_lr_tags,
+    train_job_config, validate_config,
 )
 from eosflow.training.schedules import schedule_from_tag, schedule_tag  # noqa: E402
 
@@ -25,10 +25,10 @@ except ConfigError as _err:
 config.clear()
 config.update(_validated)
 
-IMPLEMENTED = ["fig1", "fig2", "fig3", "fig4", "fig5", "ext/eos"]
+IMPLEMENTED = ["fig1", "fig2", "fig3", "fig4", "fig5", "ext/eos", "ext/instability_ablation", "ext/generalization_map"]
 # Catalog targets whose rules later work fills in (see README); they fail with a clear message.
 PENDING = ["fig6", "fig7", "fig8", "fig9", "fig12"]
-PENDING_EXT = ["mse_flattening", "sgd_flattening", "clipped_ada"]
+PENDING_EXT = ["mse_flattening"]
 # One directory per run: {exp} is its group (sweep: fig5's grid under the top-level train/hessian
 # blocks; fig2, fig4, eos: those figures' runs under their own overrides).
 RUNS = "results/runs/{exp}/{setting}/{sched}/lr{lr}/seed{seed}"
@@ -94,8 +94,8 @@ def relative_of(exp, tag):
     and the seeds it is taken over (fig5.lr_unit, fig5.seeds); None for an absolute eta_0."""
     if not parse_lr_tag(tag)[1]:
         return None
-    if exp != "sweep":
-        raise WorkflowError(f"eosflow: lr{tag}: relative learning rates are for fig5's sweep group only")
+    if exp not in ("sweep", "ablation"):
+        raise WorkflowError(f"eosflow: lr{tag}: relative learning rates are for the sweep and ablation groups only")
     return {"unit": config["fig5"]["lr_unit"], "seeds": list(config["fig5"]["seeds"])}
 
 
@@ -124,6 +124,25 @@ def fig5_cubes(wildcards=None):
 def fig5_cubes_by_setting():
     c = config["fig5"]
     return {s: [run_files(s, tag, seed) for tag in sweep_lr_tags(c) for seed in c["seeds"]] for s in c["settings"]}
+
+
+def twin_cubes(settings, ratios, exp):
+    """{setting: cubes}: the sweep runs (exp sweep: plain GD) or their clamped twins (exp ablation)
+    of ``settings`` at the multiples ``ratios`` of the stability limit, for every fig5 seed."""
+    return {s: [run_files(s, relative_tag(r), seed, exp=exp) for r in ratios for seed in config["fig5"]["seeds"]]
+            for s in settings}
+
+
+def comparison_cubes():
+    """The summaries of the ablation and the generalization map: {name: {setting: cubes}}."""
+    a, m = config["ablation"], config["generalization_map"]
+    above = [r for r in m["lrs_relative"] if r > 1]
+    return {
+        "ablation/plain": twin_cubes([a["setting"]], a["lrs_relative"], "sweep"),
+        "ablation/clamped": twin_cubes([a["setting"]], a["lrs_relative"], "ablation"),
+        "generalization_map/plain": twin_cubes(m["settings"], m["lrs_relative"], "sweep"),
+        "generalization_map/clamped": twin_cubes(m["ablation"], above, "ablation"),
+    }
 
 
 def fig2_run(name):
@@ -176,3 +195,45 @@ def figure_outputs(fig):
 
 def all_targets():
     return [p for fig in IMPLEMENTED for p in figure_outputs(fig)]
+
+
+# -- Runs of other optimizers (minibatch SGD, Adam, RMSprop, Clipped-Ada) and their two figures -----
+from eosflow.optimizer_config import (  # noqa: E402
+    OPT_FIGURES, clipped_ada_runs, optimizer_run_config, sgd_flattening_runs,
+)
+
+IMPLEMENTED += [f"ext/{f}" for f in OPT_FIGURES]
+# One directory per optimizer run: {optfig} is the figure block whose train/hessian overrides apply,
+# {opt} the optimizer's path name (eosflow.optimizer_runs.opt_tag).
+OPT_RUNS = "results/runs/{optfig}/{setting}/{opt}/lr{lr}/seed{seed}"
+
+
+wildcard_constraints:
+    optfig="|".join(OPT_FIGURES),
+    opt=r"(gd|sgd|adam|rmsprop|clipped_adam|clipped_rmsprop)(_[cmb][0-9.e+-]+)*",
+
+
+def optimizer_run_cfg(wildcards):
+    """The part of the config an optimizer run depends on (its params)."""
+    try:
+        return optimizer_run_config(config, wildcards.optfig, wildcards.setting, wildcards.opt)
+    except (ConfigError, ValueError) as err:
+        raise WorkflowError(f"eosflow: {err}") from None
+
+
+def sgd_flattening_rows():
+    """sgd_flattening's runs: batch size, eta kind and value, seed, cube path."""
+    return sgd_flattening_runs(config)
+
+
+def sgd_flattening_cubes(wildcards=None):
+    return [r["path"] for r in sgd_flattening_rows()]
+
+
+def clipped_ada_rows():
+    """clipped_ada's runs: arm, clip (None: unclipped), seed, cube path."""
+    return clipped_ada_runs(config)
+
+
+def clipped_ada_cubes(wildcards=None):
+    return [r["path"] for r in clipped_ada_rows()]

@@ -8,6 +8,7 @@ rule fig5_summary:
         "results/figures/fig5/summary.nc",
     params:
         by_setting=fig5_cubes_by_setting(),
+        stability=config["stability"],
     log:
         "results/logs/figures/fig5_summary.log",
     resources:

@@ -5,4 +5,4 @@ from eosflow.summary import summarize_runs
 
 sm = snakemake  # noqa: F821
 with rule_logging(sm.log[0]):
-    write_netcdf(summarize_runs(sm.params.by_setting), sm.output[0])
+    write_netcdf(summarize_runs(sm.params.by_setting, sm.params.stability), sm.output[0])

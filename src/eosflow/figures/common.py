@@ -8,9 +8,11 @@ session.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from ..claims import Claim, write_claims
 from ..files import atomic_path
@@ -19,6 +21,24 @@ from ..files import atomic_path
 def new_figure(**kwargs) -> Figure:
     """A figure for the figure functions (keyword arguments: :class:`~matplotlib.figure.Figure`'s)."""
     return Figure(**kwargs)
+
+
+def log_axis(axis) -> None:
+    """Log ticks at 1, 2, 5 × 10^k labelled plainly (``0.02``, not ``2×10⁻²``), no minor labels."""
+    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    axis.set_minor_formatter(NullFormatter())
+
+
+def json_safe(x):
+    """NaN/inf as null, tuples as lists: a claims file stays strict JSON."""
+    if isinstance(x, dict):
+        return {k: json_safe(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [json_safe(v) for v in x]
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    return x
 
 
 def save_figure(fig, *paths) -> None:

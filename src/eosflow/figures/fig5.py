@@ -3,7 +3,9 @@
 (a) one panel per setting: accuracy vs η₀ (log x), the limit η_eos = 2 / S(θ₀) dotted (median over
 seeds; each run is marked X or O against its own seed's limit), colour
 from dark purple to light yellow by η₀ (viridis); (b) accuracy vs η₀ / η_eos, pooled: the
-jump past 1 and the fall-off at too-large η₀ (the "Goldilocks zone").
+jump past 1 and the fall-off at too-large η₀ (the "Goldilocks zone"); (c) the same, each run marked
+by its *measured* class (:mod:`eosflow.stability`: did its tracked η_t·S(θ_t) cross 2 and its loss
+spike), whatever η_eos(θ₀) predicted. The claims file counts the classes on each side of the limit.
 
 Diverged runs are drawn as red triangles at chance accuracy, never dropped; for the claims a
 diverged run counts at chance accuracy (1 / number of classes). The η₀ grid may be absolute or
@@ -23,22 +25,16 @@ from matplotlib import colormaps
 from matplotlib.cm import ScalarMappable
 from matplotlib.colors import LogNorm
 from matplotlib.lines import Line2D
-from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from ..claims import Claim, bootstrap_interval, check
-from .common import finish, new_figure
+from .common import finish, log_axis, new_figure
 
 CHANCE = 0.1
+#: Panel (c)'s markers of the measured class (:mod:`eosflow.stability`).
+MEASURED_MARKERS = {"stable": "X", "unstable": "o", "unmeasured": "d"}
 
 
-def _log_axis(axis) -> None:
-    """Log ticks at 1, 2, 5 × 10^k labelled plainly (``0.02``, not ``2×10⁻²``), no minor labels."""
-    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
-    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-    axis.set_minor_formatter(NullFormatter())
-
-
-def _accuracy(ds: xr.Dataset) -> np.ndarray:
+def accuracy(ds: xr.Dataset) -> np.ndarray:
     """Final validation accuracy; diverged runs (or runs without a finite value) at chance."""
     acc = ds["final_test_acc"].values.astype(float).copy()
     bad = (ds["status"].values == "diverged") | ~np.isfinite(acc)
@@ -57,7 +53,7 @@ def eta_eos_of(ds: xr.Dataset) -> float:
 def seed_means(ds: xr.Dataset) -> tuple[np.ndarray, np.ndarray]:
     """(η₀ grid, seed-mean accuracy per grid point) for one setting. A relative grid's point is a
     multiple of η_eos (its η₀ differs between seeds: the mean η₀ is drawn)."""
-    lr, acc = ds["lr"].values.astype(float), _accuracy(ds)
+    lr, acc = ds["lr"].values.astype(float), accuracy(ds)
     rel = ds["lr_relative"].values.astype(float) if "lr_relative" in ds else np.full(lr.shape, np.nan)
     key = rel if np.isfinite(rel).all() else lr
     grid = np.unique(key)
@@ -84,7 +80,7 @@ def sides(lr: np.ndarray, eos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def seed_table(ds: xr.Dataset) -> list[dict]:
     """Per seed of one setting: runs on each side, whether it contributes, and its statistics
     (best above minus best below, argmax η₀ / η_eos, acc at its largest η₀ minus its best)."""
-    lr, acc, eos = ds["lr"].values.astype(float), _accuracy(ds), ds["eta_eos"].values.astype(float)
+    lr, acc, eos = ds["lr"].values.astype(float), accuracy(ds), ds["eta_eos"].values.astype(float)
     above, below = sides(lr, eos)
     rows = []
     for seed in np.unique(ds["seed"].values):
@@ -133,18 +129,19 @@ def make_fig5(ds: xr.Dataset, pdf_path, png_path, claims_path, keep_open: bool =
     claims (and the figure too with ``keep_open``, for tests)."""
     sns.set_theme(style="whitegrid", context="paper", font_scale=1.1)
     settings = list(dict.fromkeys(ds["setting"].values.tolist()))
-    fig = new_figure(figsize=(5.2 * (len(settings) + 1), 4.2))
-    axes = fig.subplots(1, len(settings) + 1, squeeze=False)[0]
+    fig = new_figure(figsize=(5.2 * (len(settings) + 2), 4.2))
+    axes = fig.subplots(1, len(settings) + 2, squeeze=False)[0]
     lr_all = ds["lr"].values.astype(float)
     norm = LogNorm(vmin=lr_all.min(), vmax=max(lr_all.max(), lr_all.min() * 1.0001))
     cmap = colormaps["viridis"]
     claims: list[Claim] = []
     tables = {}
-    pooled_ax = axes[-1]
-    for ax, name in zip(axes[:-1], settings):
+    pooled_ax, measured_ax = axes[-2], axes[-1]
+    measured = ds["stability"].values.astype(str) if "stability" in ds else np.full(ds.sizes["run"], "unmeasured")
+    for ax, name in zip(axes[:-2], settings):
         sub = ds.isel(run=np.flatnonzero(ds["setting"].values == name))
         eos = eta_eos_of(sub)
-        lr, acc = sub["lr"].values.astype(float), _accuracy(sub)
+        lr, acc = sub["lr"].values.astype(float), accuracy(sub)
         diverged = sub["status"].values == "diverged"
         capped = sub["status"].values == "max_epochs"
         run_eos = sub["eta_eos"].values.astype(float)
@@ -158,12 +155,17 @@ def make_fig5(ds: xr.Dataset, pdf_path, png_path, claims_path, keep_open: bool =
                 marker = "X" if below[i] else "o" if above[i] else "D"
                 target.scatter(xs[i], acc[i], marker=marker, s=70, color=cmap(norm(lr[i])),
                                edgecolor="0.5" if capped[i] else "k", linewidth=0.6, zorder=3)
+        cls = measured[ds["setting"].values == name]
+        for i in range(len(lr)):
+            y = CHANCE if diverged[i] else acc[i]
+            measured_ax.scatter(ratio[i], y, marker=MEASURED_MARKERS[cls[i]], s=70, color=cmap(norm(lr[i])),
+                                edgecolor="tab:red" if diverged[i] else "k", linewidth=0.6, zorder=3)
         grid, mean = seed_means(sub)
         ax.plot(grid, mean, color="0.6", lw=1, zorder=1)
         if math.isfinite(eos):
             ax.axvline(eos, ls=":", color="k", lw=1.2)
         ax.set_xscale("log")
-        _log_axis(ax.xaxis)
+        log_axis(ax.xaxis)
         ax.set_xlabel(r"learning rate $\eta_0$")
         ax.set_ylabel("validation accuracy")
         spread = np.unique(run_eos[np.isfinite(run_eos)])
@@ -173,22 +175,45 @@ def make_fig5(ds: xr.Dataset, pdf_path, png_path, claims_path, keep_open: bool =
         tables[name] = seed_table(sub)
     pooled_ax.axvline(1.0, ls=":", color="k", lw=1.2)
     pooled_ax.set_xscale("log")
-    _log_axis(pooled_ax.xaxis)
+    log_axis(pooled_ax.xaxis)
     pooled_ax.set_xlabel(r"$\eta_0 / \eta_{eos}$ (each run against its own seed's limit)")
     pooled_ax.set_ylabel("validation accuracy")
     pooled_ax.set_title("(b) phase transition at the stability limit")
-    handles = [Line2D([], [], marker="X", ls="", color="0.3", label=r"$\eta_0 < \eta_{eos}$ (stable)"),
-               Line2D([], [], marker="o", ls="", color="0.3", label=r"$\eta_0 > \eta_{eos}$ (unstable)"),
+    handles = [Line2D([], [], marker="X", ls="", color="0.3",
+                      label=r"$\eta_0 < \eta_{eos}(\theta_0)$ (predicted stable)"),
+               Line2D([], [], marker="o", ls="", color="0.3",
+                      label=r"$\eta_0 > \eta_{eos}(\theta_0)$ (predicted unstable)"),
                Line2D([], [], marker="D", ls="", color="0.3", label=r"within 1 % of $\eta_{eos}$"),
                Line2D([], [], marker="v", ls="", color="tab:red", label="diverged (at chance)"),
                Line2D([], [], marker="o", ls="", mfc="w", mec="0.5", label="grey edge: hit max_epochs")]
     pooled_ax.legend(handles=handles, fontsize=8, loc="lower left")
+    measured_ax.axvline(1.0, ls=":", color="k", lw=1.2)
+    measured_ax.set_xscale("log")
+    log_axis(measured_ax.xaxis)
+    measured_ax.set_xlabel(r"$\eta_0 / \eta_{eos}(\theta_0)$")
+    measured_ax.set_ylabel("validation accuracy")
+    measured_ax.set_title(r"(c) measured: did $\eta_t S(\theta_t)$ cross 2?")
+    measured_ax.legend(handles=[
+        Line2D([], [], marker=MEASURED_MARKERS["stable"], ls="", color="0.3", label="stayed stable (measured)"),
+        Line2D([], [], marker=MEASURED_MARKERS["unstable"], ls="", color="0.3", label="unstable (measured)"),
+        Line2D([], [], marker=MEASURED_MARKERS["unmeasured"], ls="", color="0.3", label="no in-loop sharpness"),
+        Line2D([], [], marker="o", ls="", mfc="w", mec="tab:red", label="red edge: diverged (at chance)")],
+        fontsize=8, loc="lower left")
     sm = ScalarMappable(norm=norm, cmap=cmap)
     cbar = fig.colorbar(sm, ax=axes, label=r"$\eta_0$", pad=0.01, fraction=0.025)
-    _log_axis(cbar.ax.yaxis)
+    log_axis(cbar.ax.yaxis)
     status = ds["status"].values
     runs = {s: int((status == s).sum()) for s in ("converged", "max_epochs", "diverged")}
     diverged = [{"setting": str(st), "lr": float(lr), "seed": int(sd)} for st, lr, sd, s in
                 zip(ds["setting"].values, ds["lr"].values, ds["seed"].values, status) if s == "diverged"]
     return finish(fig, claims, pdf_path, png_path, claims_path, "fig5", keep_open, runs=runs,
-                  diverged_runs=diverged, seeds=tables)
+                  diverged_runs=diverged, seeds=tables, measured_stability=measured_table(ds, measured))
+
+
+def measured_table(ds: xr.Dataset, measured: np.ndarray) -> dict:
+    """Counts of measured classes on each side of the runs' own limits (descriptive, no claim)."""
+    above, below = sides(ds["lr"].values.astype(float), ds["eta_eos"].values.astype(float))
+    out = {}
+    for side, mask in (("below_limit", below), ("at_limit", ~above & ~below), ("above_limit", above)):
+        out[side] = {c: int((mask & (measured == c)).sum()) for c in ("stable", "unstable", "unmeasured")}
+    return out

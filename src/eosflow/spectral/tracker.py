@@ -97,20 +97,33 @@ class SpectrumTracker:
     block_size: int | None = None
     n_guard: int = 2
     guard: Tensor | None = field(default=None, repr=False)
+    n_measured: int = 0
 
     def measure(self, objective, theta: Tensor, step: int | None = None) -> EigResult:
         warm = self.eigvecs
         if warm is not None and self.guard is not None and self.guard.shape[0]:
             warm = torch.cat([warm, self.guard])
         res = top_eigenpairs(objective, theta, self.k, warm=warm, tol=self.tol,
-                             max_iter=self.max_iter, seed=self.seed + len(self.records), method=self.method,
+                             max_iter=self.max_iter, seed=self.seed + self.n_measured, method=self.method,
                              block_size=self.block_size, n_guard=0 if self.method == "lanczos" else self.n_guard)
         self.eigvecs, self.guard = res.eigvecs, res.guard
+        self.n_measured += 1
         self.records.append({
             "step": step, "eigvals": res.eigvals.detach().cpu(), "residuals": res.residuals.detach().cpu(),
             "iterations": res.iterations, "n_matvec": res.n_matvec, "converged": res.converged,
         })
         return res
+
+    def state_dict(self) -> dict:
+        """What the next measurement depends on (the warm start and the count that seeds it), on
+        the CPU: a checkpoint holds it, so that a resumed trajectory measures what an
+        uninterrupted one does."""
+        cpu = lambda t: None if t is None else t.detach().cpu()  # noqa: E731
+        return {"eigvecs": cpu(self.eigvecs), "guard": cpu(self.guard), "n_measured": self.n_measured}
+
+    def load_state_dict(self, state: dict, device=None) -> None:
+        to = lambda t: None if t is None else t.to(device)  # noqa: E731
+        self.eigvecs, self.guard, self.n_measured = to(state["eigvecs"]), to(state["guard"]), int(state["n_measured"])
 
     def reset(self) -> None:
         """Forget the warm start (e.g. after a jump in parameters)."""

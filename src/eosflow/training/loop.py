@@ -4,7 +4,9 @@
 One step is one epoch (full batch). Every step the stepper computes the active runs' losses and
 gradients; each run records its metrics and decides whether it ends; due test evaluations,
 in-loop sharpness and snapshots follow; ended runs leave the stack (so they cost nothing
-afterwards); the rest take their GD step. A checkpoint (one file for all the runs, written
+afterwards); the rest take their GD step, a clamped run (``TrainConfig.clamp``) with
+``η_t = min(η₀, clamp · 2 / S(θ_t))`` from the sharpness it measures at every step
+(:meth:`~eosflow.training.state.RunState.clamped_lr`). A checkpoint (one file for all the runs, written
 atomically) is written whenever some active run's ``checkpoint_every`` divides the step, and on
 SIGTERM (``scancel``, Snakemake stopping), after which the process exits with status 143. A run
 resumes from its checkpoint when the fingerprint (every run's configuration and the initial
@@ -29,7 +31,8 @@ from tqdm.auto import tqdm
 
 from ..files import save_torch
 from .state import RunState, TrainConfig, TrainResult
-from .steppers import BatchedStepper, ObjectiveStepper
+from .optimizers import make_optimizer
+from .steppers import BatchedStepper, ObjectiveStepper, check_batchable
 
 __all__ = ["StopRequest", "fingerprint", "run_loop", "train", "train_group"]
 
@@ -70,12 +73,16 @@ def fingerprint(cfgs: list[TrainConfig], theta0s: list[Tensor]) -> str:
 
 
 class _Checkpoint:
-    """The runs' checkpoint file: step, every run's parameters and state (tensors and plain values,
-    read with ``weights_only=True``). A file that cannot be read, or that belongs to other runs, is
-    moved aside to ``<name>.bad`` with a warning, and the runs start afresh: it never blocks them."""
+    """The runs' checkpoint file: step, every run's parameters and state, the stepper's
+    optimizer state (moments, data-order position; :meth:`ObjectiveStepper.state_dict`) and the
+    in-loop sharpness functions' warm starts (their ``state_dict``, where they have one), as
+    tensors and plain values read with ``weights_only=True``. A file that cannot be read, or that
+    belongs to other runs, is moved aside to ``<name>.bad`` with a warning, and the runs start
+    afresh: it never blocks them."""
 
-    def __init__(self, path, fp: str):
-        self.path, self.fp = (Path(path) if path else None), fp
+    def __init__(self, path, fp: str, stepper=None, sharpness_fns=()):
+        self.path, self.fp, self.stepper = (Path(path) if path else None), fp, stepper
+        self.sharpness_fns = list(sharpness_fns)
 
     def _set_aside(self, why: str) -> None:
         bad = self.path.with_name(self.path.name + ".bad")
@@ -96,6 +103,11 @@ class _Checkpoint:
         if not ok:
             self._set_aside("belongs to another configuration or initialisation")
             return t
+        if self.stepper is not None and hasattr(self.stepper, "load_state_dict"):
+            self.stepper.load_state_dict(state.get("optimizer"), ref.device)
+        for fn, saved in zip(self.sharpness_fns, state.get("sharpness") or []):
+            if saved is not None and hasattr(fn, "load_state_dict"):
+                fn.load_state_dict(saved, ref.device)
         for i, (s, saved) in enumerate(zip(states, state["runs"])):
             s.load_state_dict(saved, ref.device)
             thetas[i] = state["theta"][i].to(ref.dtype)
@@ -105,8 +117,11 @@ class _Checkpoint:
 
     def save(self, t: int, states: list[RunState], thetas: list[Tensor]) -> None:
         if self.path is not None:
+            optimizer = self.stepper.state_dict() if hasattr(self.stepper, "state_dict") else None
+            sharpness = [fn.state_dict() if hasattr(fn, "state_dict") else None for fn in self.sharpness_fns]
             save_torch({"fingerprint": self.fp, "step": t, "theta": torch.stack(thetas).cpu(),
-                        "runs": [s.state_dict() for s in states]}, self.path)
+                        "runs": [s.state_dict() for s in states], "optimizer": optimizer, "sharpness": sharpness},
+                       self.path)
 
 
 def _bar(states: list[RunState], t: int, progress, desc: str):
@@ -138,7 +153,11 @@ def run_loop(stepper, theta0s: list[Tensor], states: list[RunState], *, start_st
     ``progress``: False, True (tqdm to stderr) or a file object for tqdm (a rule's log)."""
     final = [th.detach().clone() for th in theta0s]  # run i's latest θ (its last θ once it ended)
     sharpness_fns = list(sharpness_fns) if sharpness_fns is not None else [None] * len(states)
-    ckpt = _Checkpoint(checkpoint, fingerprint([s.cfg for s in states], final))
+    for s, fn in zip(states, sharpness_fns):
+        if s.cfg.clamp is not None and fn is None:
+            raise ValueError(f"run lr={s.cfg.lr:g}: train.clamp needs its in-loop sharpness function "
+                             "(eosflow.runs.inloop_sharpness); got none")
+    ckpt = _Checkpoint(checkpoint, fingerprint([s.cfg for s in states], final), stepper, sharpness_fns)
     t = ckpt.resume(states, final, start_step)
     active = [i for i, s in enumerate(states) if s.status is None]
     theta = stepper.stack([final[i] for i in active]) if active else None
@@ -148,6 +167,7 @@ def run_loop(stepper, theta0s: list[Tensor], states: list[RunState], *, start_st
             losses, accs, gnorms, finite, g = stepper.loss_grad_acc(theta)
             steps = [states[i].observe(t, losses[j], accs[j], gnorms[j], finite[j]) for j, i in enumerate(active)]
             _measure(stepper, theta, t, active, states, [d for _, d in steps], test, sharpness_fns)
+            lrs = [states[i].clamped_lr(lr) for (lr, _), i in zip(steps, active)]
             keep = [j for j, i in enumerate(active) if states[i].status is None]
             for j in sorted(set(range(len(active))) - set(keep)):
                 i = active[j]
@@ -159,7 +179,7 @@ def run_loop(stepper, theta0s: list[Tensor], states: list[RunState], *, start_st
                 if not active:
                     break
                 theta, g = stepper.select(theta, g, keep)
-            theta = stepper.update(theta, g, [steps[j][0] for j in keep])
+            theta = stepper.update(theta, g, [lrs[j] for j in keep])
             t += 1
             bar.update(1)
             if t % 50 == 0:
@@ -192,8 +212,17 @@ def train(objective, theta0: Tensor, cfg: TrainConfig, test: tuple[Tensor, Tenso
     state = RunState(cfg, start)
     if start is not None:
         theta0 = start["theta"].detach().to(theta0.device, theta0.dtype)
-    return run_loop(ObjectiveStepper(objective), [theta0], [state], start_step=state.first_step, test=test,
-                    checkpoint=checkpoint, sharpness_fns=[sharpness_fn], progress=progress, desc=desc)[0]
+    optimizer = None
+    if getattr(cfg, "optimizer", "gd") != "gd":
+        if start is not None:
+            raise ValueError(f"start: a forked run is full-batch GD (its parent's optimizer state is not kept); "
+                             f"got optimizer {cfg.optimizer!r}")
+        optimizer = make_optimizer(cfg, n=getattr(objective, "n", None), first_epoch=state.first_step)
+    stepper = ObjectiveStepper(objective, optimizer)
+    result = run_loop(stepper, [theta0], [state], start_step=state.first_step, test=test, checkpoint=checkpoint,
+                      sharpness_fns=[sharpness_fn], progress=progress, desc=desc)[0]
+    result.optimizer = stepper.finish(result.theta, int(result.steps[-1]), result.status)
+    return result
 
 
 def train_group(objective, theta0s: Tensor, cfgs: list[TrainConfig], test: tuple[Tensor, Tensor] | None = None,
@@ -214,5 +243,6 @@ def train_group(objective, theta0s: Tensor, cfgs: list[TrainConfig], test: tuple
                          f"got {tuple(theta0s.shape)}")
     if sharpness_fns is not None and len(sharpness_fns) != len(cfgs):
         raise ValueError(f"sharpness_fns has {len(sharpness_fns)} entries for {len(cfgs)} runs")
+    check_batchable(cfgs)
     return run_loop(BatchedStepper(objective), list(theta0s), [RunState(c) for c in cfgs], test=test,
                     checkpoint=checkpoint, sharpness_fns=sharpness_fns, progress=progress, desc=desc)

@@ -39,6 +39,16 @@ class TrainConfig:
     checkpoint_every: int = 500
     sharpness_every: int = 0
     schedule: dict | None = None
+    clamp: float | None = None
+    clamp_tol: float = 1e-3
+    # the optimizer (eosflow.training.optimizers); gd: full-batch GD; order_seed: minibatch order
+    optimizer: str = "gd"
+    batch_size: int | None = None
+    beta1: float = 0.9
+    beta2: float = 0.999
+    eps: float = 1e-8
+    clip: float | None = None
+    order_seed: int = 0
 
     def fingerprint(self) -> str:
         return hashlib.sha256(json.dumps(self.__dict__, sort_keys=True).encode()).hexdigest()[:16]
@@ -52,6 +62,8 @@ class TrainResult:
     snapshots: Tensor                       # (n_snapshots, P), float
     snapshot_steps: np.ndarray
     theta: Tensor
+    #: adaptive optimizers: ``{"preconditioner": {step: diag P}, "threshold": limit of λ_max(P⁻¹H)}``
+    optimizer: dict | None = None
 
 
 class RunState:
@@ -105,8 +117,26 @@ class RunState:
         self.metrics["test_acc"].append(acc)
 
     def sharpness_due(self, t: int, diverged: bool) -> bool:
-        every = self.cfg.sharpness_every
+        """At the cadence ``sharpness_every``; at every step for a clamped run."""
+        every = 1 if self.cfg.clamp is not None else self.cfg.sharpness_every
         return bool(every) and t % every == 0 and not diverged
+
+    def clamped_lr(self, lr: float) -> float:
+        """The stability clamp: ``min(η_t, clamp · 2 / (S(θ_t) · (1 + clamp_tol)))`` with the
+        sharpness just recorded (``η_t`` itself without a clamp, or where S is not positive). The
+        Ritz value S is at most λ_max and, once its relative residual is ``≤ clamp_tol``, at least
+        λ_max / (1 + clamp_tol): so ``η_t · λ_max(θ_t) ≤ 2 · clamp``. A binding clamp replaces
+        step t's recorded η. Where it never binds, the run is plain GD's, bit for bit."""
+        c = self.cfg
+        if c.clamp is None:
+            return lr
+        s = self.metrics["sharpness_inloop"][-1]
+        if not s > 0:  # nothing measured (a diverged step) or no positive curvature to clamp against
+            return lr
+        bound = c.clamp * 2.0 / (s * (1.0 + c.clamp_tol))
+        if bound < lr:
+            lr = self.metrics["lr"][-1] = bound
+        return lr
 
     def record_sharpness(self, value: float = math.nan) -> None:
         self.metrics["sharpness_inloop"].append(value)

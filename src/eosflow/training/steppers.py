@@ -4,26 +4,44 @@ A stepper holds the parameters of the active runs in its own layout and offers w
 :func:`eosflow.training.loop.run_loop` needs: the per-run training loss, accuracy, gradient norm
 and gradient finiteness with the gradients (:meth:`loss_grad_acc`), test evaluation of some runs,
 the finiteness of their parameters, one run's parameters (:meth:`row`), dropping ended runs
-(:meth:`select`) and the GD update. Nothing else differs between a single and a batched run.
+(:meth:`select`) and the update. Nothing else differs between a single and a batched run.
+
+The update of a single run is its optimizer's epoch (:mod:`eosflow.training.optimizers`: full-batch
+GD by default, or minibatch SGD, Adam, RMSprop, Clipped-Ada, whose state the stepper hands to the
+checkpoint). Batched runs are full-batch GD only (stacked moments and per-run minibatch orders are
+not implemented): :func:`check_batchable` says so before any work.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor
-from torch.func import grad_and_value, vmap
+from torch.func import grad, grad_and_value, vmap
 
 from ..objective import Objective, per_example_loss
+from .optimizers import Optimizer
 
-__all__ = ["ObjectiveStepper", "BatchedStepper"]
+__all__ = ["ObjectiveStepper", "BatchedStepper", "check_batchable"]
+
+
+def check_batchable(cfgs) -> None:
+    """Batched runs (:class:`BatchedStepper`) are full-batch GD: any other optimizer is an error
+    that says what to do."""
+    for c in cfgs:
+        name = getattr(c, "optimizer", "gd")
+        if name not in ("gd", "sgd") or (name == "sgd" and getattr(c, "batch_size", None) is not None):
+            raise ValueError(f"batched runs (train_group, fig5.batched) are full-batch GD only; run lr={c.lr:g} has "
+                             f"optimizer {name!r} (batch_size {getattr(c, 'batch_size', None)}): train it as a "
+                             "single run (fig5.batched: false)")
 
 
 class ObjectiveStepper:
     """One run: the objective's own full-batch passes on ``θ`` of shape ``(P,)``. Any object with
     ``loss_grad_acc(θ) -> (loss, acc, ∇L)`` and ``evaluate(θ, x, y) -> (loss, acc)`` will do."""
 
-    def __init__(self, objective):
+    def __init__(self, objective, optimizer: Optimizer | None = None):
         self.objective = objective
+        self.optimizer = optimizer  # None: plain GD
 
     def stack(self, rows: list[Tensor]) -> Tensor:
         (theta,) = rows
@@ -48,7 +66,44 @@ class ObjectiveStepper:
         return theta, g
 
     def update(self, theta: Tensor, g: Tensor, lrs: list[float]) -> Tensor:
-        return theta - lrs[0] * g
+        if self.optimizer is None:
+            return theta - lrs[0] * g
+        return self.optimizer.step(theta, g, lrs[0], self.batch_grad)
+
+    def batch_grad(self, theta: Tensor, idx: Tensor) -> Tensor:
+        """Mean gradient over the training examples ``idx`` (the objective's ``batch_grad`` when it
+        has one; otherwise summed over chunks of ``chunk_size`` of ``objective.x[idx]``)."""
+        obj = self.objective
+        if hasattr(obj, "batch_grad"):
+            return obj.batch_grad(theta, idx)
+        x, y, cs = obj.x[idx], obj.y[idx], obj.chunk_size
+        g = None
+        for i in range(0, x.shape[0], cs):
+            gi = grad(obj.sum_loss)(theta, x[i:i + cs], y[i:i + cs])
+            g = gi if g is None else g + gi
+        return g / x.shape[0]
+
+    def finish(self, theta: Tensor, step: int, status: str) -> dict | None:
+        """At the run's end: record an adaptive optimizer's preconditioner at ``θ_step`` (unless
+        diverged) and return what :attr:`TrainResult.optimizer` holds (None for GD and SGD)."""
+        opt = self.optimizer
+        if opt is None or not opt.adaptive:
+            return None
+        if status != "diverged" and opt.record_every:
+            g = None if opt.minibatch else self.objective.loss_grad_acc(theta)[2]
+            opt.record(step, g)
+        return {"name": opt.name, "beta1": opt.beta1, "clip": opt.clip,
+                "preconditioner": dict(sorted(opt.records.items()))}
+
+    def state_dict(self) -> dict | None:
+        """The optimizer's checkpoint state (None for plain GD)."""
+        return None if self.optimizer is None else self.optimizer.state_dict()
+
+    def load_state_dict(self, state: dict | None, device) -> None:
+        if (state is None) != (self.optimizer is None):
+            raise ValueError("the checkpoint's optimizer state does not match this run's optimizer")
+        if state is not None:
+            self.optimizer.load_state_dict(state, device)
 
 
 class BatchedStepper:
@@ -117,6 +172,13 @@ class BatchedStepper:
 
     def select(self, theta: Tensor, g: Tensor, keep: list[int]) -> tuple[Tensor, Tensor]:
         return theta[keep], g[keep]
+
+    def state_dict(self) -> None:
+        return None  # full-batch GD: no optimizer state
+
+    def load_state_dict(self, state, device) -> None:
+        if state is not None:
+            raise ValueError("the checkpoint holds optimizer state, but batched runs are full-batch GD")
 
     def update(self, theta: Tensor, g: Tensor, lrs: list[float]) -> Tensor:
         if lrs != self._lrs:  # a new (k, 1) tensor of rates only when they change (schedules, runs leaving)

@@ -1,0 +1,159 @@
+"""The stability clamp η_t = min(η₀, clamp · 2 / S(θ_t)): its bound on problems of known
+curvature and on the default MLP, and bit-for-bit plain GD where it never binds."""
+import numpy as np
+import pytest
+import torch
+
+from eosflow.spectral import SpectrumTracker, top_eigenpairs
+from eosflow.training import TrainConfig, train
+
+CLAMP = 0.9
+
+
+class Quartic:
+    """L(θ) = Σ (a_i θ_i⁴ / 4 + b_i θ_i² / 2) after a fixed rotation Q: the Hessian Q diag(3 a θ̃² + b) Qᵀ
+    (θ̃ = Qᵀθ) has a known top eigenvalue that changes along the trajectory. ``a = 0``: a quadratic."""
+
+    def __init__(self, a, b, seed=0):
+        g = torch.Generator().manual_seed(seed)
+        self.a, self.b = torch.as_tensor(a, dtype=torch.float64), torch.as_tensor(b, dtype=torch.float64)
+        self.dim = len(self.b)
+        self.Q = torch.linalg.qr(torch.randn(self.dim, self.dim, generator=g, dtype=torch.float64))[0]
+
+    def _t(self, theta):
+        return self.Q.T @ theta
+
+    def loss(self, theta):
+        t = self._t(theta)
+        return float((self.a * t**4 / 4 + self.b * t**2 / 2).sum())
+
+    def hessian_diag(self, theta):
+        return 3 * self.a * self._t(theta) ** 2 + self.b
+
+    def lam_max(self, theta):
+        return float(self.hessian_diag(theta).max())
+
+    def loss_grad_acc(self, theta):
+        t = self._t(theta)
+        loss = self.loss(theta)
+        return loss, float(loss < 1e-12), self.Q @ (self.a * t**3 + self.b * t)
+
+    def evaluate(self, theta, x=None, y=None):
+        loss = self.loss(theta)
+        return loss, float(loss < 1e-12)
+
+    def hvp(self, theta, v):
+        return self.Q @ (self.hessian_diag(theta) * (self.Q.T @ v))
+
+    def hvp_batch(self, theta, V):
+        return torch.stack([self.hvp(theta, v) for v in V])
+
+
+def tracked(obj, tol):
+    tracker = SpectrumTracker(k=1, tol=tol, max_iter=50, method="lanczos")
+    return lambda theta: float(tracker.measure(obj, theta).eigvals[0])
+
+
+def cfg(lr, **kw):
+    return TrainConfig(lr=lr, acc_goal=None, max_epochs=60, eval_every=1, snapshot_every=1, **kw)
+
+
+@pytest.mark.parametrize("a", [0.0, 2.0], ids=["quadratic", "quartic"])
+def test_clamp_keeps_every_step_below_the_limit(a):
+    obj = Quartic(a=[a] * 6, b=[10.0, 5.0, 2.0, 1.0, 0.5, 0.1])
+    theta0 = torch.linspace(1.0, -1.0, 6, dtype=torch.float64)
+    lr0 = 3.0 / obj.lam_max(theta0)  # 1.5x the stability limit at θ₀
+    plain = train(obj, theta0, cfg(lr0), progress=False)
+    assert plain.status == "diverged"  # without the clamp the run blows up
+    res = train(obj, theta0, cfg(lr0, clamp=CLAMP, clamp_tol=1e-3), sharpness_fn=tracked(obj, 1e-3), progress=False)
+    assert res.status == "max_epochs"
+    eta, thetas = res.metrics["lr"], res.snapshots
+    lam = np.array([obj.lam_max(t) for t in thetas])
+    assert len(eta) == len(lam) == 61
+    assert np.all(eta * lam <= 2 * CLAMP * (1 + 1e-12))  # at every step
+    assert np.all(eta <= lr0) and eta[0] < lr0  # binds from the start, never above η₀
+    # the recorded η is the one taken: θ_{t+1} = θ_t − η_t ∇L(θ_t)
+    for t in (0, 17, 59):
+        g = obj.loss_grad_acc(thetas[t])[2]
+        assert torch.equal(thetas[t + 1], thetas[t] - eta[t] * g)
+    np.testing.assert_allclose(res.metrics["sharpness_inloop"], lam, rtol=1e-3)
+    if a == 0.0:  # constant curvature: the clamp is the limit times clamp / (1 + tol) at every step
+        np.testing.assert_allclose(eta, CLAMP * 2 / (obj.lam_max(theta0) * (1 + 1e-3)), rtol=1e-5)
+
+
+@pytest.mark.parametrize("a", [0.0, 2.0], ids=["quadratic", "quartic"])
+def test_clamp_that_never_binds_is_plain_gd_bit_for_bit(a):
+    obj = Quartic(a=[a] * 6, b=[10.0, 5.0, 2.0, 1.0, 0.5, 0.1])
+    theta0 = torch.linspace(1.0, -1.0, 6, dtype=torch.float64)
+    lr0 = 0.5 / obj.lam_max(theta0)  # a quarter of the limit; on the quartic S only falls from here
+    plain = train(obj, theta0, cfg(lr0), progress=False)
+    clamped = train(obj, theta0, cfg(lr0, clamp=CLAMP), sharpness_fn=tracked(obj, 1e-3), progress=False)
+    assert torch.equal(plain.snapshots, clamped.snapshots) and torch.equal(plain.theta, clamped.theta)
+    for m in ("train_loss", "lr", "grad_norm", "test_loss"):
+        np.testing.assert_array_equal(plain.metrics[m], clamped.metrics[m])
+    assert np.isfinite(clamped.metrics["sharpness_inloop"]).all()  # measured at every step all the same
+
+
+def test_clamp_without_a_sharpness_function_is_an_error():
+    obj = Quartic(a=[0.0] * 3, b=[1.0, 2.0, 3.0])
+    with pytest.raises(ValueError, match="train.clamp needs its in-loop sharpness"):
+        train(obj, torch.ones(3, dtype=torch.float64), cfg(0.1, clamp=CLAMP), progress=False)
+
+
+def test_clamp_on_the_default_mlp_holds_against_a_tight_solve(tmp_path, one_thread):
+    """The default MLP (784-32-32-32-10, ReLU, LeCun) on 200 Fashion-MNIST images, η₀ = 3 η_eos:
+    η_t · S(θ_t) ≤ 2 · clamp at every step checked, S recomputed cold to 1e-6."""
+    from eosflow.config import load_config
+    from eosflow.data import prepare_dataset
+    from eosflow.runs import build_objective, inloop_sharpness
+
+    cfg_all = load_config("config/config.yaml")
+    cfg_all["device"] = "cpu"
+    cfg_all["settings"]["fmnist_mlp"]["n_train"] = 200
+    cfg_all["train"].update(clamp=0.95, clamp_tol=1e-2)  # a loose tracker: the (1 + tol) margin covers it
+    data = prepare_dataset("fashion-mnist", 200, 20, 0, str(tmp_path / "d.pt"))
+    obj = build_objective(cfg_all, "fmnist_mlp", data, seed=0)
+    theta0 = obj.flatten()
+    s0 = float(top_eigenpairs(obj, theta0, 1, tol=1e-6, max_iter=300).eigvals[0])
+    res = train(obj, theta0, TrainConfig(lr=3 * 2 / s0, acc_goal=None, max_epochs=40, snapshot_every=1,
+                                         clamp=0.95, clamp_tol=1e-2),
+                sharpness_fn=inloop_sharpness(cfg_all, obj), progress=False)
+    assert res.status == "max_epochs"
+    eta = res.metrics["lr"]
+    assert eta.max() < 3 * 2 / s0  # the clamp binds
+    for t in range(0, 41, 4):
+        s = float(top_eigenpairs(obj, res.snapshots[t], 1, tol=1e-6, max_iter=300).eigvals[0])
+        assert eta[t] * s <= 2 * 0.95 * (1 + 1e-5), (t, eta[t] * s)
+
+
+class Crash(Exception):
+    pass
+
+
+def test_a_clamped_run_resumed_from_its_checkpoint_equals_an_uninterrupted_one(tmp_path):
+    """The warm start of the clamp's tracker is in the checkpoint: S(θ_t), hence η_t, and the whole
+    trajectory after a crash are those of a run that never stopped, bit for bit."""
+    from eosflow.runs import InloopSharpness
+
+    obj = Quartic(a=[2.0] * 6, b=[10.0, 5.0, 2.0, 1.0, 0.5, 0.1])
+    theta0 = torch.linspace(1.0, -1.0, 6, dtype=torch.float64)
+    c = TrainConfig(lr=3.0 / obj.lam_max(theta0), acc_goal=None, max_epochs=60, eval_every=1, snapshot_every=1,
+                    checkpoint_every=20, clamp=CLAMP)
+    whole = train(obj, theta0, c, sharpness_fn=InloopSharpness(obj, 1e-3, 50, clamped=True), progress=False)
+
+    class CrashAt(InloopSharpness):
+        def __call__(self, theta):
+            if self.tracker.n_measured == 47:
+                raise Crash
+            return super().__call__(theta)
+
+    ckpt = tmp_path / "ckpt.pt"
+    with pytest.raises(Crash):
+        train(obj, theta0, c, checkpoint=ckpt, sharpness_fn=CrashAt(obj, 1e-3, 50, clamped=True), progress=False)
+    assert ckpt.exists()  # written at step 40
+    resumed = train(obj, theta0, c, checkpoint=ckpt, sharpness_fn=InloopSharpness(obj, 1e-3, 50, clamped=True),
+                    progress=False)
+    assert torch.equal(whole.snapshots, resumed.snapshots)
+    for m in ("lr", "sharpness_inloop", "train_loss"):
+        np.testing.assert_array_equal(whole.metrics[m], resumed.metrics[m])
+    assert (whole.metrics["lr"] < c.lr).all()
