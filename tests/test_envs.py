@@ -14,7 +14,8 @@ LIGHT_MODULES = ["eosflow.figures.fig1", "eosflow.figures.fig2", "eosflow.figure
                  "eosflow.figures.fig5", "eosflow.figures.eos", "eosflow.plans", "eosflow.summary", "eosflow.cubes",
                  "eosflow.files", "eosflow.logs", "eosflow.config", "eosflow.similarity", "eosflow.instability",
                  "eosflow.claims", "eosflow.optimizer_config", "eosflow.figures.sgd_flattening",
-                 "eosflow.figures.clipped_ada"]
+                 "eosflow.figures.clipped_ada", "eosflow.stability", "eosflow.figures.ablation",
+                 "eosflow.figures.generalization_map"]
 
 
 def _split(req: str):

@@ -116,7 +116,7 @@ def test_tiny_run_builds_fig1_fig5_and_cubes(workdir):
         hsteps = ds["hstep"].values  # every second measurement's vectors, and the first and the last
         assert list(ds["vstep"].values) == sorted(set(hsteps[::2]) | {hsteps[0], hsteps[-1]})
         norms = np.linalg.norm(ds["eigvec"].values, axis=-1)
-        np.testing.assert_allclose(norms, 1.0, rtol=1e-5)
+        np.testing.assert_allclose(norms, 1.0, rtol=2.5e-4)  # 12-bit BitRound: elements to 2^-12 relative
         assert ds.attrs["Conventions"] == "CF-1.12" and "eosflow" in ds.attrs["source"]
         assert json.loads(ds.attrs["config"])["lr"] == float(ds["lr"])
         statuses[float(ds["lr"])] = ds.attrs["status"]
@@ -217,14 +217,14 @@ def test_tiny_run_builds_the_ablation_and_the_map(workdir):
         assert {c["verdict"] for c in claims["claims"]} == {"undetermined"}
     data = json.loads((workdir / "figures/ext/generalization_map.claims.json").read_text())
     assert set(data["cells"]) == {"fmnist_mlp", "fmnist_mlp_mse"} and data["cells"]["fmnist_mlp_mse"]["ablation"] is None
-    for ratio in ("0.5", "2"):  # the twins: same eta_0 and theta_0; the clamped one steps at most clamp x 2 / S
-        plain = xr.open_dataset(workdir / f"results/runs/sweep/fmnist_mlp/const/lrx{ratio}/seed0/cube.nc")
-        twin = xr.open_dataset(workdir / f"results/runs/ablation/fmnist_mlp/const/lrx{ratio}/seed0/cube.nc")
-        assert float(plain["lr"]) == float(twin["lr"])
-        s, eta = twin["sharpness_inloop"].values, twin["lr_step"].values
-        assert np.isfinite(s).all() and (eta * s <= 2 * 0.95 + 1e-9).all()
-        assert json.loads(twin.attrs["config"])["train"]["clamp"] == 0.95
-    assert (twin["lr_step"].values < float(twin["lr"])).any()  # at 2 x eta_eos the clamp binds
+    # the twins: the same eta_0 and theta_0; the clamped one steps at most clamp x 2 / S, and at 2 eta_eos it binds
+    plain = xr.open_dataset(workdir / "results/runs/sweep/fmnist_mlp/const/lrx2/seed0/cube.nc")
+    twin = xr.open_dataset(workdir / "results/runs/ablation/fmnist_mlp/const/lrx2/seed0/cube.nc")
+    assert float(plain["lr"]) == float(twin["lr"])
+    s, eta = twin["sharpness_inloop"].values, twin["lr_step"].values
+    assert np.isfinite(s).all() and (eta * s <= 2 * 0.95 + 1e-9).all() and (eta < float(twin["lr"])).any()
+    assert json.loads(twin.attrs["config"])["train"]["clamp"] == 0.95
+    assert (plain["lr_step"].values == float(plain["lr"])).all()
 
 
 def test_batched_sweep_writes_the_same_runs(workdir, tmp_path):
