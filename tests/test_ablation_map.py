@@ -106,3 +106,19 @@ def test_map_cells(tmp_path):
     c = measured_claim("all_unstable", sharp_all)
     assert "no run of this cell stayed stable" in c.reason
     assert len(claims) == 7 and (tmp_path / "m.pdf").read_bytes()[:4] == b"%PDF"
+
+
+def test_clamp_fraction_counts_clamped_steps_not_float32_rounding():
+    from eosflow.summary import run_summary
+
+    lr0 = float(np.float32(0.1)) + 1e-10  # its float32 step size rounds below it
+    n = 20
+    lr_step = np.full(n, lr0, dtype=np.float32)
+    lr_step[10:] = 0.05  # the clamp binds on the second half
+    cube = xr.Dataset({"train_loss": ("step", np.linspace(1, 0.1, n)), "train_acc": ("step", np.linspace(0.1, 1, n)),
+                       "test_acc": ("step", np.full(n, 0.8)), "lr_step": ("step", lr_step),
+                       "sharpness_inloop": ("step", np.full(n, np.nan))},
+                      coords={"step": np.arange(n), "lr": lr0, "seed": 0}, attrs={"status": "converged"})
+    assert float(lr_step[0]) < lr0
+    row = run_summary(cube)
+    assert row["clamp_fraction"] == 0.5 and row["stability"] == "unmeasured"
