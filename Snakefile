@@ -26,7 +26,11 @@ include: "workflow/rules/ablation.smk"
 include: "workflow/rules/optimizers.smk"
 include: "workflow/rules/sgd_flattening.smk"
 include: "workflow/rules/clipped_ada.smk"
-include: "workflow/rules/pending.smk"
+include: "workflow/rules/flattening.smk"
+include: "workflow/rules/sweep_figures.smk"
+include: "workflow/rules/fig9.smk"
+include: "workflow/rules/fig12.smk"
+include: "workflow/rules/undescribed.smk"
 
 
 rule all:

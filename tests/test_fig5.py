@@ -2,10 +2,11 @@
 import json
 
 import numpy as np
+from matplotlib.collections import PathCollection
 import pytest
 import xarray as xr
 
-from eosflow.figures.fig5 import make_fig5
+from eosflow.figures.fig5 import make_fig5, seed_means
 
 
 def summary(acc_of_ratio, eos=(0.1, 0.2, 0.15), lrs=(0.025, 0.05, 0.1, 0.2, 0.4, 0.8, 1.6)):
@@ -44,7 +45,9 @@ def test_diverged_runs_are_drawn_and_listed_and_no_nan_reaches_an_axis(tmp_path)
     n_div = int((ds["status"].values == "diverged").sum())
     assert n_div > 0 and len(data["diverged_runs"]) == n_div and data["runs"]["diverged"] == n_div
     plot_axes = fig.axes[:-1]  # the last one is the colour bar
-    points = [pc.get_offsets() for ax in plot_axes for pc in ax.collections if len(pc.get_offsets())]
+    # the scatter markers (the seed-spread band is a PolyCollection, not a point)
+    points = [pc.get_offsets() for ax in plot_axes for pc in ax.collections
+              if isinstance(pc, PathCollection) and len(pc.get_offsets())]
     points = np.concatenate(points)
     assert np.isfinite(points).all()
     assert len(points) == 3 * ds.sizes["run"]  # every run in (a), (b) and (c), diverged included
@@ -97,3 +100,19 @@ def test_runs_at_the_limit_count_on_neither_side(tmp_path):
     ds["eta_eos"][:] = np.where(ds["seed"].values == 0, 0.1 / 1.005, ds["eta_eos"].values)  # lr 0.1: at the limit
     c = run(tmp_path, ds)
     assert "seed 0: 2/3" in c["validation accuracy improves past the stability limit"].note
+
+
+def test_seed_means_and_spread_over_seeds():
+    """The per-setting panel's line and band: mean and sample sd over seeds per grid point, a
+    diverged run at chance (1 / 10 classes)."""
+    ds = summary(lambda r: 0.7)
+    acc = ds["final_test_acc"].values.copy()
+    acc[ds["lr"].values == 0.025] = [0.6, 0.7, 0.8]  # the three seeds at the smallest eta_0
+    acc[ds["lr"].values == 1.6] = [0.5, np.nan, 0.5]  # seed 1 diverges there
+    ds["final_test_acc"] = ("run", acc)
+    ds["status"] = ("run", np.where(np.isnan(acc), "diverged", "converged"))
+    grid, mean, sd = seed_means(ds)
+    assert grid == pytest.approx([0.025, 0.05, 0.1, 0.2, 0.4, 0.8, 1.6])
+    assert mean[0] == pytest.approx(0.7) and sd[0] == pytest.approx(0.1)
+    assert mean[-1] == pytest.approx(1.1 / 3) and sd[-1] == pytest.approx(np.std([0.5, 0.1, 0.5], ddof=1))
+    assert sd[1:-1] == pytest.approx(0.0)

@@ -27,6 +27,14 @@ def _net(kind):
         shape, spec = (1, 4, 4), {"arch": "mlp", "widths": [6, 5], "activation": "tanh"}
     elif kind == "cnn":
         shape, spec = (1, 6, 6), {"arch": "cnn", "channels": [2, 3], "activation": "tanh"}
+    elif kind == "cnn_pool":  # the default scale's second setting: images average-pooled first
+        shape, spec = (1, 8, 8), {"arch": "cnn", "channels": [2, 3], "activation": "tanh", "input_pool": 2}
+    elif kind == "vgg_plain":  # the VGG without BatchNorm, the authors' dense head
+        shape, spec = (3, 4, 4), {"arch": "vgg", "blocks": 1, "base_width": 2, "batch_norm": False,
+                                  "activation": "tanh", "dense": 4}
+    elif kind == "vgg_dense":  # paper.yaml's cifar_vgg in small: BN in the convolutions and in the head
+        shape, spec = (3, 4, 4), {"arch": "vgg", "blocks": 1, "base_width": 2, "batch_norm": True,
+                                  "activation": "relu", "dense": 4}
     else:
         shape, spec = (3, 4, 4), {"arch": "vgg", "blocks": 1, "base_width": 2, "batch_norm": True,
                                   "activation": "relu"}
@@ -69,7 +77,7 @@ def _fd_hvp(obj, theta, v, eps=1e-5):
 
 # -- HVPs ----------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("kind", ["mlp", "cnn"])
+@pytest.mark.parametrize("kind", ["mlp", "cnn", "cnn_pool", "vgg_plain"])
 @pytest.mark.parametrize("loss", ["ce", "mse"])
 def test_hvp_matches_dense_hessian_and_fd(kind, loss):
     model, x, y = _net(kind)
@@ -113,8 +121,9 @@ def test_chunking_is_exact(kind, loss):
         assert _rel(chunked.hvp_batch(theta, V), full.hvp_batch(theta, V)) < 1e-12
 
 
+@pytest.mark.parametrize("kind", ["vgg", "vgg_dense"])
 @pytest.mark.parametrize("chunk", [20, 10])
-def test_batchnorm_hvp(chunk):
+def test_batchnorm_hvp(kind, chunk):
     """BN net: the loss depends on the normalisation batches (``chunk``).
 
     Oracles: reverse-over-reverse ``jacrev(grad(f))`` and plain autograd double backward
@@ -122,7 +131,7 @@ def test_batchnorm_hvp(chunk):
     nor ``jacrev(jacrev(f))``: in torch 2.14 both return a wrong, non-symmetric Hessian through
     ``F.batch_norm`` (see :func:`oracles.dense_hessian`).
     """
-    model, x, y = _net("vgg")
+    model, x, y = _net(kind)
     obj = Objective(model, x, y, loss="ce", chunk_size=chunk)
     assert obj.hvp_mode == "revrev"  # "auto" picks double backward for BN
     theta = obj.flatten()

@@ -23,6 +23,20 @@ def test_mlp_parameter_count_matches_paper_net():
     assert sum(p.numel() for p in m.parameters()) == 784 * 200 + 200 + 200 * 200 + 200 + 200 * 10 + 10
 
 
+def test_second_setting_parameter_counts():
+    """The default scale's CNN (28x28 pooled to 14x14) and the authors' CIFAR-10 VGG (paper.yaml's
+    cifar_vgg: widths 8/16/32, two 3x3 convolutions each, BN, then Dense(32), BN, ReLU, Dense(10))."""
+    cnn = build_model({"arch": "cnn", "channels": [8, 16], "input_pool": 2}, (1, 28, 28), 10, seed=0)
+    assert sum(p.numel() for p in cnn.parameters()) == (9 * 8 + 8) + (9 * 8 * 16 + 16) + (16 * 3 * 3 * 10 + 10)
+    assert cnn(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+    vgg = build_model({"arch": "vgg", "blocks": 3, "base_width": 8, "batch_norm": True, "dense": 32},
+                      (3, 32, 32), 10, seed=0)
+    convs = 9 * (3 * 8 + 8 * 8 + 8 * 16 + 16 * 16 + 16 * 32 + 32 * 32)  # no conv biases under BN
+    bn = 2 * 2 * (8 + 16 + 32) + 2 * 32
+    assert sum(p.numel() for p in vgg.parameters()) == convs + bn + 32 * 4 * 4 * 32 + 32 * 10 + 10
+    assert vgg(torch.zeros(3, 3, 32, 32)).shape == (3, 10) and not list(vgg.buffers())
+
+
 def test_batch_norm_uses_batch_statistics_only():
     m = build_model({"arch": "vgg", "blocks": 1, "base_width": 2, "batch_norm": True}, (3, 8, 8), 10, seed=0)
     assert has_batch_norm(m) and not list(m.buffers())

@@ -13,12 +13,14 @@ import yaml
 
 # Groups of runs, each with its own train/hessian overrides and its own results/runs/<group>/ tree:
 # ``sweep`` (fig5's grid, the top-level train/hessian blocks), and the figure experiments.
-EXPERIMENTS = ("sweep", "fig2", "fig4", "eos", "ablation")
+EXPERIMENTS = ("sweep", "fig2", "fig4", "eos", "ablation", "fig6", "mse_flattening", "fig9", "fig12")
+# The blocks of the progressive-flattening protocol (eosflow.flattening): the same keys each.
+FLATTENING = ("fig4", "fig6", "mse_flattening")
 
 MODEL_KEYS = {
     "mlp": {"arch", "widths", "activation", "init"},
-    "cnn": {"arch", "channels", "activation", "init"},
-    "vgg": {"arch", "blocks", "base_width", "batch_norm", "activation", "init"},
+    "cnn": {"arch", "channels", "activation", "init", "input_pool"},
+    "vgg": {"arch", "blocks", "base_width", "batch_norm", "activation", "init", "dense"},
 }
 
 
@@ -131,6 +133,13 @@ def validate_config(config: dict, schema: dict | None = None) -> dict:
     if cfg.get("fig2", {}).get("train", {}).get("snapshot_every", 1) != 1:
         problems.append("config key fig2.train.snapshot_every: must be 1 (fig2 and fig3 need every epoch's "
                         "parameters for eigenvectors, branch runs and slices)")
+    if cfg.get("fig12", {}).get("train", {}).get("snapshot_every", 1) != 1:
+        problems.append("config key fig12.train.snapshot_every: must be 1 (fig12's slices start at the "
+                        "parameters of the epoch before each snapshot)")
+    f12 = cfg.get("fig12", {})
+    if f12 and f12["instability"] > f12["instabilities"]:
+        problems.append(f"config key fig12.instability: {f12['instability']} is beyond the "
+                        f"fig12.instabilities = {f12['instabilities']} largest spikes it is chosen from")
     if "fig5" in cfg:
         problems += _grid_problems(cfg["fig5"], "fig5")
     from .optimizer_config import optimizer_config_problems  # the optimizers' keys and figures
@@ -145,13 +154,9 @@ def validate_config(config: dict, schema: dict | None = None) -> dict:
     if "ablation" in cfg and {**cfg["train"], **cfg["ablation"]["train"]}.get("clamp") is None:
         problems.append("config key ablation.train.clamp: the clamped twins need a clamp (e.g. 0.95); "
                         "null would make them plain runs")
-    fig4 = cfg.get("fig4")
-    if fig4:
-        end = {**cfg["train"], **fig4["train"]}["max_epochs"]
-        late = [e for e in fig4["switch_epochs"] if e >= end]
-        if late:
-            problems.append(f"config key fig4.switch_epochs: {late} are not before the end of training "
-                            f"(fig4.train.max_epochs = {end}); switch earlier or train longer")
+    from .flattening import flattening_problems  # fig4, fig6, mse_flattening: grids and switch epochs
+
+    problems += flattening_problems(cfg)
     if problems:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
     return cfg

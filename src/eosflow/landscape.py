@@ -168,7 +168,7 @@ def _snapshot_index(steps: list[int], t: int, path) -> int:
 
 
 def run_slices(cfg: dict, setting: str, data_path, snapshots_path, steps: list[int], lr: float, out_nc,
-               fig3cfg: dict, *, seed: int, progress=True) -> xr.Dataset:
+               fig3cfg: dict, *, seed: int, progress=True, block: str = "fig3") -> xr.Dataset:
     """Slices at the given steps of a run → one NetCDF file (see :func:`slices_dataset`).
 
     For each ``t`` in ``steps`` (each ≥ 1) the slice starts at the snapshot of ``t − 1`` with
@@ -176,7 +176,9 @@ def run_slices(cfg: dict, setting: str, data_path, snapshots_path, steps: list[i
     relative mismatch between it and ``θ_{t−1} − η∇L(θ_{t−1})`` is stored (``step_mismatch``).
     ``cfg``: the whole validated config (the setting, ``train.dtype``, ``hessian.tol`` and
     ``max_iter``, ``device``); ``seed``: the run's seed (builds the same network structure);
-    ``fig3cfg``: ``points``, ``span`` (``snapshots`` and ``instability`` only go to the record).
+    ``fig3cfg``: ``points``, ``span`` (``snapshots`` and ``instability`` only go to the record);
+    ``block``: the figure whose config block ``fig3cfg`` is (``fig3`` or ``fig12``): its record key
+    and the ``made_by`` of the file (rule ``{block}_slices``).
     The objective is the full training set of the setting, the loss GD trained on.
     """
     steps = [int(t) for t in steps]
@@ -216,8 +218,8 @@ def run_slices(cfg: dict, setting: str, data_path, snapshots_path, steps: list[i
     record = {"setting": setting, **cfg["settings"][setting], "lr": float(lr), "seed": int(seed),
               "train": cfg["train"], "device": cfg["device"]}
     record["hessian"] = {"tol": hc["tol"], "max_iter": hc["max_iter"]}
-    record["fig3"] = dict(fig3cfg)
+    record[block] = dict(fig3cfg)
     record["steps"] = steps
-    ds = slices_dataset(slices, steps, lr, setting, record)
+    ds = slices_dataset(slices, steps, lr, setting, record, made_by=f"rule {block}_slices")
     write_netcdf(ds, out_nc, float32=False)
     return ds

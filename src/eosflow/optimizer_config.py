@@ -172,7 +172,7 @@ def optimizer_config_problems(cfg: dict, given: dict | None = None) -> list[str]
     (a block left to its defaults is checked where its figure is requested)."""
     given = cfg if given is None else given
     problems = optimizer_problems(cfg.get("train", {}), "train")
-    for exp in ("fig2", "fig4", "eos", "ablation"):
+    for exp in ("fig2", "fig4", "eos", "ablation", "fig6", "mse_flattening"):
         over = cfg.get(exp, {}).get("train", {})
         if any(k in over for k in ("optimizer", "batch_size", "clip", "beta1", "beta2", "eps")):
             problems += optimizer_problems({**cfg["train"], **over}, f"{exp}.train")

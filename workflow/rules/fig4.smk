@@ -1,16 +1,20 @@
-# Figure 4: progressive flattening (S_max after switching eta_0 -> eta_small at epoch e).
+# Figure 4: progressive flattening (S_max after switching eta_0 -> eta_small at epoch e). The same
+# protocol in other settings: flattening.smk (fig6, ext/mse_flattening).
 
 
 rule fig4:
     input:
-        [r["path"] for r in fig4_runs()],
+        [r["path"] for r in flattening_runs("fig4")],
     output:
         pdf=report("figures/fig4.pdf", caption="../report/fig4.rst", category="Figures"),
         png="figures/fig4.png",
         claims="figures/fig4.claims.json",
     params:
-        runs=fig4_runs(),
+        runs=flattening_runs("fig4"),
         lr_small=config["fig4"]["lr_small"],
+        figure="fig4",
+        title=flattening_title("fig4"),
+        relative=config["fig4"]["lrs_relative"] is not None,
     log:
         "results/logs/figures/fig4.log",
     resources:
@@ -18,4 +22,4 @@ rule fig4:
     conda:
         "../../envs/plot.yaml"
     script:
-        "../scripts/fig4.py"
+        "../scripts/flattening.py"

@@ -92,9 +92,10 @@ def fig3_claims(ds: xr.Dataset) -> list[Claim]:
     return claims
 
 
-def make_fig3(ds: xr.Dataset, pdf_path, png_path, claims_path, keep_open: bool = False):
+def make_fig3(ds: xr.Dataset, pdf_path, png_path, claims_path, keep_open: bool = False, figure: str = "fig3"):
     """Draw figure 3 from the slices NetCDF of :func:`eosflow.landscape.run_slices`; returns the
-    claims (and the figure too with ``keep_open``, for tests)."""
+    claims (and the figure too with ``keep_open``, for tests). ``figure``: the name in the title and
+    the claims file (``fig12``: the same figure for the second setting)."""
     sns.set_theme(style="whitegrid", context="paper", font_scale=1.0)
     ds = ds.sortby("step")
     lr = float(ds.attrs["lr"])
@@ -142,7 +143,7 @@ def make_fig3(ds: xr.Dataset, pdf_path, png_path, claims_path, keep_open: bool =
                Line2D([], [], ls="--", color="tab:red", label=rf"$2/\eta$ = {limit:.3g}")]
     fig.legend(handles=handles, loc="lower center", ncol=3, fontsize=8, frameon=False, bbox_to_anchor=(0.5, -0.04))
     setting = ds.attrs.get("setting", "")
-    fig.suptitle(f"fig3: L and S along the gradient direction, {setting} at $\\eta$ = {lr:g}", fontsize=10)
+    fig.suptitle(f"{figure}: L and S along the gradient direction, {setting} at $\\eta$ = {lr:g}", fontsize=10)
     fig.tight_layout(rect=(0, 0.03, 1, 1))
     snapshots = []
     for j in range(n):
@@ -157,5 +158,5 @@ def make_fig3(ds: xr.Dataset, pdf_path, png_path, claims_path, keep_open: bool =
             "lr_sharpness_cur_over_2": _f(lr * sc / 2),
             "max_residual": _f(res.max()) if res.size else None,
         })
-    return finish(fig, fig3_claims(ds), pdf_path, png_path, claims_path, "fig3", keep_open, lr=lr, setting=setting,
+    return finish(fig, fig3_claims(ds), pdf_path, png_path, claims_path, figure, keep_open, lr=lr, setting=setting,
                   stability_limit_2_over_lr=limit, snapshots=snapshots)

@@ -1,7 +1,8 @@
 """Figure 5: validation accuracy against η₀, below (X) and above (O) the stability limit.
 
 (a) one panel per setting: accuracy vs η₀ (log x), the limit η_eos = 2 / S(θ₀) dotted (median over
-seeds; each run is marked X or O against its own seed's limit), colour
+seeds; each run is marked X or O against its own seed's limit), the seed-mean line with a band of
+± one standard deviation over seeds, colour
 from dark purple to light yellow by η₀ (viridis); (b) accuracy vs η₀ / η_eos, pooled: the
 jump past 1 and the fall-off at too-large η₀ (the "Goldilocks zone"); (c) the same, each run marked
 by its *measured* class (:mod:`eosflow.stability`: did its tracked η_t·S(θ_t) cross 2 and its loss
@@ -50,14 +51,17 @@ def eta_eos_of(ds: xr.Dataset) -> float:
     return float(np.median(v)) if v.size else math.nan
 
 
-def seed_means(ds: xr.Dataset) -> tuple[np.ndarray, np.ndarray]:
-    """(η₀ grid, seed-mean accuracy per grid point) for one setting. A relative grid's point is a
-    multiple of η_eos (its η₀ differs between seeds: the mean η₀ is drawn)."""
+def seed_means(ds: xr.Dataset) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(η₀ grid, seed-mean accuracy, its standard deviation over seeds) per grid point of one
+    setting. A relative grid's point is a multiple of η_eos (its η₀ differs between seeds: the
+    mean η₀ is drawn). Diverged runs count at chance, as drawn."""
     lr, acc = ds["lr"].values.astype(float), accuracy(ds)
     rel = ds["lr_relative"].values.astype(float) if "lr_relative" in ds else np.full(lr.shape, np.nan)
     key = rel if np.isfinite(rel).all() else lr
     grid = np.unique(key)
-    return np.array([lr[key == g].mean() for g in grid]), np.array([acc[key == g].mean() for g in grid])
+    sd = [acc[key == g].std(ddof=1) if (key == g).sum() > 1 else 0.0 for g in grid]
+    return (np.array([lr[key == g].mean() for g in grid]), np.array([acc[key == g].mean() for g in grid]),
+            np.array(sd))
 
 
 #: Minimum evidence, fixed before any run: a seed contributes when it has at least MIN_PER_SIDE runs
@@ -160,8 +164,9 @@ def make_fig5(ds: xr.Dataset, pdf_path, png_path, claims_path, keep_open: bool =
             y = CHANCE if diverged[i] else acc[i]
             measured_ax.scatter(ratio[i], y, marker=MEASURED_MARKERS[cls[i]], s=70, color=cmap(norm(lr[i])),
                                 edgecolor="tab:red" if diverged[i] else "k", linewidth=0.6, zorder=3)
-        grid, mean = seed_means(sub)
-        ax.plot(grid, mean, color="0.6", lw=1, zorder=1)
+        grid, mean, sd = seed_means(sub)
+        ax.plot(grid, mean, color="0.4", lw=1.2, zorder=1)
+        ax.fill_between(grid, mean - sd, mean + sd, color="0.6", alpha=0.25, lw=0, zorder=0)
         if math.isfinite(eos):
             ax.axvline(eos, ls=":", color="k", lw=1.2)
         ax.set_xscale("log")
