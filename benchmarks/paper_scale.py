@@ -40,7 +40,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from eosflow.config import load_config, read_yaml, run_settings, validate_config  # noqa: E402
+from eosflow.config import load_config, read_yaml, run_settings, tracks_sharpness, validate_config  # noqa: E402
 from eosflow.models import build_model  # noqa: E402
 from eosflow.objective import Objective  # noqa: E402
 
@@ -149,7 +149,7 @@ def main():
         r["runs"] += 1
         r["epochs"] += n_ep
         r["cpu_step_h"] += n_ep * c["step_s"] / 3600
-        if t["sharpness_every"] or t.get("clamp") is not None:
+        if tracks_sharpness(t):
             every = 1 if t.get("clamp") is not None else t["sharpness_every"]
             r["cpu_hvp_h"] += n_ep / every * HVPS_WARM * c["hvp_s"] / 3600
     table = []

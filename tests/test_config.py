@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from eosflow.config import ConfigError, load_config, lr_tag, validate_config
+from eosflow.config import ConfigError, load_config, lr_tag, tracks_sharpness, train_job_config, validate_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -91,3 +91,16 @@ def test_sweep_lr_tags_name_runs_by_multiple_or_value():
     assert sweep_lr_tags({"lrs_relative": [0.5, 1.0, 1.41], "lrs": None}) == ["x0.5", "x1", "x1.41"]
     assert sweep_lr_tags({"lrs": [0.1, 0.02], "lrs_relative": None}) == ["0.1", "0.02"]
     assert parse_lr_tag("x1.41") == (1.41, True) and parse_lr_tag("0.02") == (0.02, False)
+
+
+def test_in_loop_sharpness_is_one_predicate_and_only_it_adds_the_tracker_keys():
+    """A run tracks S(θ) in its loop when sharpness_every > 0 or under a clamp; only then does its
+    training job depend on the hessian block's tol and max_iter."""
+    assert tracks_sharpness({"sharpness_every": 10, "clamp": None})
+    assert tracks_sharpness({"sharpness_every": 0, "clamp": 0.95})
+    assert not tracks_sharpness({"sharpness_every": 0, "clamp": None})
+    cfg = load_config(ROOT / "config/config.yaml")
+    assert train_job_config(cfg, "sweep", "fmnist_mlp")["hessian"] == {"tol": 1e-3, "max_iter": 100}
+    cfg["train"]["sharpness_every"] = 0
+    assert "hessian" not in train_job_config(cfg, "sweep", "fmnist_mlp")
+    assert "hessian" in train_job_config(cfg, "ablation", "fmnist_mlp")  # the clamped twins

@@ -26,7 +26,7 @@ def cifar_workdir(tmp_path_factory):
     cfg = yaml.safe_load((d / "tiny.yaml").read_text())
     cfg["settings"]["cifar_vgg"] = TINY_CIFAR_VGG
     cfg["fig5"] = {**cfg["fig5"], "settings": ["cifar_vgg"], "lrs": [0.05, 500.0]}
-    for block in ("fig6", "fig9"):  # the second setting's figures, as config/paper.yaml sets them
+    for block in ("fig6", "fig9", "fig12"):  # the second setting's figures, as config/paper.yaml sets them
         cfg[block]["setting"] = "cifar_vgg"
     (d / "nodata.yaml").write_text(yaml.safe_dump({**cfg, "data": {**cfg["data"], "cifar10_dir": None,
                                                                     "download": False}}))
@@ -44,11 +44,13 @@ def test_cifar_target_without_data_stops_at_once_with_the_fix(cifar_workdir):
     assert not list((cifar_workdir / "results/runs").glob("*/cifar_vgg/**/cube.nc"))
 
 
-def test_tiny_cifar_vgg_builds_fig5_fig6_fig9(cifar_workdir):
-    snakemake(cifar_workdir, "figures/fig5.pdf", "figures/fig6.pdf", "figures/fig9.pdf", configs=("cifar.yaml",))
+def test_tiny_cifar_vgg_builds_every_second_setting_target(cifar_workdir):
+    targets = [f"figures/fig{n}.pdf" for n in (5, 6, 7, 8, 9, 12)]
+    snakemake(cifar_workdir, *targets, configs=("cifar.yaml",))
     claims = json.loads((cifar_workdir / "figures/fig5.claims.json").read_text())
     assert claims["runs"]["diverged"] == 1 and claims["diverged_runs"][0]["setting"] == "cifar_vgg"
     assert (cifar_workdir / "results/runs/sweep/cifar_vgg/const/lr0.05/seed0/cube.nc").exists()
-    for fig in ("fig6", "fig9"):
-        assert json.loads((cifar_workdir / f"figures/{fig}.claims.json").read_text())["claims"]
+    for fig in ("fig6", "fig7", "fig8", "fig9", "fig12"):
+        assert json.loads((cifar_workdir / f"figures/{fig}.claims.json").read_text())["claims"], fig
+    for fig in ("fig6", "fig9", "fig12"):
         assert list((cifar_workdir / f"results/runs/{fig}/cifar_vgg").glob("*/*/seed0/cube.nc")), fig

@@ -211,13 +211,19 @@ def run_settings(cfg: dict, exp: str, setting: str, schedule: dict | None = None
             "hessian": hessian}
 
 
+def tracks_sharpness(train: dict) -> bool:
+    """Whether a run with this ``train`` block measures S(θ) inside its loop: every
+    ``sharpness_every`` epochs, or at every step under a stability ``clamp``."""
+    return bool(train["sharpness_every"]) or train.get("clamp") is not None
+
+
 def train_job_config(cfg: dict, exp: str, setting: str, schedule: dict | None = None) -> dict:
     """The part of :func:`run_settings` a training job depends on: without the ``hessian`` block
     (another ``hessian.k`` must not retrain), except its ``tol`` and ``max_iter`` when the run
     tracks its sharpness in the loop (``train.sharpness_every``, ``train.clamp``)."""
     out = run_settings(cfg, exp, setting, schedule)
     hessian = out.pop("hessian")
-    if out["train"]["sharpness_every"] or out["train"].get("clamp") is not None:
+    if tracks_sharpness(out["train"]):
         out["hessian"] = {"tol": hessian["tol"], "max_iter": hessian["max_iter"]}
     return out
 

@@ -12,6 +12,7 @@ import logging
 import numpy as np
 import torch
 
+from .config import tracks_sharpness
 from .device import resolve_device
 from .models import build_model
 from .objective import Objective
@@ -88,9 +89,9 @@ def inloop_sharpness(cfg: dict, objective: Objective) -> InloopSharpness | None:
     to the ``hessian`` block's ``tol`` (a clamped run: ``train.clamp_tol``) and ``max_iter``; None
     when the config asks for no in-loop sharpness."""
     t = cfg["train"]
-    clamped = t.get("clamp") is not None
-    if not t["sharpness_every"] and not clamped:
+    if not tracks_sharpness(t):
         return None
+    clamped = t.get("clamp") is not None
     return InloopSharpness(objective, t["clamp_tol"] if clamped else cfg["hessian"]["tol"],
                            cfg["hessian"]["max_iter"], clamped)
 
@@ -126,7 +127,7 @@ def run_record(cfg: dict, setting: str, lr: float, seed: int, schedule: dict | N
     tracker's ``tol`` and ``max_iter`` (``inloop_sharpness``)."""
     record = {"setting": setting, **cfg["settings"][setting], "lr": float(lr), "seed": int(seed),
               "schedule": schedule or {"kind": "constant"}, "train": cfg["train"], "device": cfg["device"]}
-    if cfg["train"]["sharpness_every"] or cfg["train"].get("clamp") is not None:
+    if tracks_sharpness(cfg["train"]):
         record["inloop_sharpness"] = {k: cfg["hessian"][k] for k in ("tol", "max_iter")}
         if cfg["train"].get("clamp") is not None:
             record["inloop_sharpness"].update(every=1, tol=cfg["train"]["clamp_tol"])
