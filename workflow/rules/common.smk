@@ -151,10 +151,16 @@ def comparison_cubes():
     }
 
 
+def block_run(block, name):
+    """A file of the one run of a figure block with ``setting``, ``lr`` and ``seed`` (fig2's
+    baseline, which fig3 slices; fig12's run)."""
+    c = config[block]
+    return run_files(c["setting"], c["lr"], c["seed"], name=name, exp=block)
+
+
 def fig2_run(name):
     """A file of fig2's baseline run (the run fig3 slices too)."""
-    c = config["fig2"]
-    return run_files(c["setting"], c["lr"], c["seed"], name=name, exp="fig2")
+    return block_run("fig2", name)
 
 
 def fig2_settings(hessian=None):
@@ -189,9 +195,18 @@ def flattening_title(name):
     return flattening_figure_title(config, name)
 
 
+def block_cubes(block):
+    """The cubes of a figure block's grid of absolute ``lrs`` × ``seeds`` in its ``setting``
+    (ext/eos, fig9); a setting that is not defined fails with the key's name."""
+    c = config[block]
+    if c["setting"] not in config["settings"]:
+        raise WorkflowError(f"eosflow: config key {block}.setting: unknown setting {c['setting']!r}; "
+                            f"defined settings: {sorted(config['settings'])}")
+    return [run_files(c["setting"], lr, seed, exp=block) for lr in c["lrs"] for seed in c["seeds"]]
+
+
 def eos_cubes(wildcards=None):
-    c = config["eos"]
-    return [run_files(c["setting"], lr, seed, exp="eos") for lr in c["lrs"] for seed in c["seeds"]]
+    return block_cubes("eos")
 
 
 def figure_outputs(fig):

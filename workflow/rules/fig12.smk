@@ -6,7 +6,7 @@
 rule fig12_plan:
     # No checkpoint: what fig12 slices is read by its slices job, the DAG does not depend on it.
     input:
-        cube=slice_run_file("fig12", "cube.nc"),
+        cube=block_run("fig12", "cube.nc"),
     output:
         "results/figures/fig12/plan.json",
     params:

@@ -12,11 +12,6 @@ SLICE_FIGURES = {
 SLICE_KEYS = ("instability", "snapshots", "points", "span")
 
 
-def slice_run_file(run, name):
-    c = config[run]
-    return run_files(c["setting"], c["lr"], c["seed"], name=name, exp=run)
-
-
 def slice_job_inputs(run):
     """The slices job's data file: looked up when the job is requested (a setting that is not
     defined fails there with the key's name, not when the workflow is parsed)."""
@@ -41,7 +36,7 @@ for _fig, _slice in SLICE_FIGURES.items():
             f"{_fig}_slices"
         input:
             unpack(slice_job_inputs(_slice["run"])),
-            snapshots=slice_run_file(_slice["run"], "snapshots.pt"),
+            snapshots=block_run(_slice["run"], "snapshots.pt"),
             plan=f"results/figures/{_slice['run']}/plan.json",
         output:
             f"results/figures/{_fig}/slices.nc",

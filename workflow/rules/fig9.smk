@@ -3,11 +3,7 @@
 
 
 def fig9_cubes(wildcards=None):
-    c = config["fig9"]
-    if c["setting"] not in config["settings"]:
-        raise WorkflowError(f"eosflow: config key fig9.setting: unknown setting {c['setting']!r}; "
-                            f"defined settings: {sorted(config['settings'])}")
-    return [run_files(c["setting"], lr, seed, exp="fig9") for lr in c["lrs"] for seed in c["seeds"]]
+    return block_cubes("fig9")
 
 
 rule fig9_summary:
