@@ -1,4 +1,5 @@
-"""The benchmark's quick mode end to end (CLI, JSON), and that its agreement check can fail."""
+"""The benchmark's quick mode end to end (CLI, JSON: every row and target), and that its agreement
+check can fail."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import pytest
 
 from eosflow.bench.references import hessian_eigenthings_available
 from eosflow.bench.runner import METHOD_ORDER, agreement
+from eosflow.bench.targets import TARGET_LABELS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -21,23 +23,31 @@ def quick_report(tmp_path_factory):
     assert hessian_eigenthings_available() == "1.0.0a5", \
         "the bench compares against hessian-eigenthings==1.0.0a5: pip install -e '.[test]'"
     out = tmp_path_factory.mktemp("bench")
+    # a config of its own: no CIFAR-10 folder (synthetic images), and a clamp_tol that is not the
+    # schema's default, so the clamp row shows that it reads the config
+    (out / "config.yaml").write_text("data: {cifar10_dir: null}\ntrain: {clamp_tol: 2.0e-3}\n")
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
-    p = subprocess.run([sys.executable, "-m", "eosflow", "bench", "--quick", "--out", str(out), "--threads", "1"],
+    p = subprocess.run([sys.executable, "-m", "eosflow", "bench", "--quick", "--out", str(out), "--threads", "1",
+                        "--config", str(out / "config.yaml")],
                        capture_output=True, text=True, cwd=ROOT, env=env, timeout=600)
     assert p.returncode == 0, p.stderr[-3000:]
-    assert "top-1" in p.stdout and "tracking" in p.stdout  # the printed table
+    assert "top-1" in p.stdout and "tracking" in p.stdout and "clamped GD" in p.stdout  # the printed tables
+    assert "bare torch" in p.stdout and "targets (quick run" in p.stdout and "synthetic" in p.stdout
     return json.loads((out / "bench_quick.json").read_text())
 
 
 def test_quick_report_structure(quick_report):
     r = quick_report
     assert r["quick"] is True and r["device"] == "cpu" and r["tol"] == 1e-3
-    assert set(r["workloads"]) == {"mlp", "vgg"}
+    assert set(r["workloads"]) == {"mlp", "vgg"} and r["rows"] == ["cold", "tracking", "clamp", "gd"]
     mlp = r["workloads"]["mlp"]
     assert mlp["info"]["n_params"] > 1000 and mlp["info"]["n_examples"] == 300
-    assert set(mlp["cold"]) == {"top1", "top3"}
+    assert set(mlp["cold"]) == {"top1", "top10"}
     vgg = r["workloads"]["vgg"]
     assert vgg["info"]["model"]["batch_norm"] is True and vgg["info"]["hvp_mode_objective"] == "revrev"
+    # no CIFAR-10 folder given: synthetic images, and the JSON says so
+    assert vgg["info"]["data_real"] is False and vgg["info"]["data"].startswith("synthetic")
+    assert set(vgg["cold"]) == {"top1", "top3"}
     for w in r["workloads"].values():
         for name, cold in w["cold"].items():
             k = cold["k"]
@@ -50,6 +60,8 @@ def test_quick_report_structure(quick_report):
                 assert e["time_s"] > 0 and e["n_matvec"] >= k and e["peak_rss_mb"] > 0, m
                 # every method meets the tolerance, checked with fresh HVPs
                 assert e["meets_tol"] and e["max_residual"] <= cold["tol"], m
+                # the engine's rows say which Hessian-vector product they used (None until it says)
+                assert ("product" in e) == m.startswith("eosflow"), m
             assert cold["methods"]["hessian_eigenthings"]["calibration"]["m"] == \
                 cold["methods"]["hessian_eigenthings"]["n_matvec"]
             assert set(cold["speedup_eosflow_vs"]) == set(expected) - {"eosflow"}
@@ -58,7 +70,54 @@ def test_quick_report_structure(quick_report):
     assert t["lr"] > 2 / t["sharpness_theta0"]  # above the stability limit
     assert [c["step"] for c in t["compare_scipy"]] == [1, 5]  # warm-started steps
     assert t["median_measure_s"] > 0 and t["median_gd_step_s"] > 0 and t["ratio_same_steps_median"] > 0
-    assert "cpu_tracking_5x_vs_scipy" in r["targets"]
+    tv = vgg["tracking"]
+    assert tv["steps"] == 4 and tv["k"] == 1 and [c["step"] for c in tv["compare_scipy"]] == [1, 3]
+    assert tv["lr"] > 2 / tv["sharpness_theta0"] and "product" in tv and "product" in t
+    assert set(r["targets"]) == set(TARGET_LABELS) - {"gpu_top10_le_30ms", "gpu_step_plus_top10_le_20ms"}
+    for key, entry in r["targets"].items():  # every target measured in the quick run, each with its row
+        assert entry["ratio"] is not None and entry["compare"] in (">=", "<="), key
+        assert {"ratio", "target", "met", "note"} <= set(entry), key
+    assert r["targets"]["4_vgg_tracking"]["ratio"] == tv["ratio_same_steps_median"]
+    assert r["targets"]["eigvals_and_residuals"]["met"] is True
+
+
+def test_quick_clamp_rows_follow_the_clamp_and_hold(quick_report):
+    """The clamp row steps as a clamped run does: η_t = min(η, clamp·2/(S·(1+clamp_tol))) from its
+    recorded in-loop S (recomputed here), and η_t·S ≤ 2·clamp with S recomputed to 1e-6."""
+    for name, w in quick_report["workloads"].items():
+        c = w["clamp"]
+        assert c["status"] == "ran" and c["steps"] == {"mlp": 6, "vgg": 4}[name]
+        assert c["clamp"] == 0.95 and c["clamp_tol"] == 2e-3  # the default clamp, the config's clamp_tol
+        assert c["max_iter"] == 100  # hessian.max_iter: the schema's default (the config has none)
+        assert c["lr"] > 2 / w["sharpness_theta0"] and c["binding_steps"] >= 1  # above the limit: it binds
+        for lr_t, s in zip(c["lr_t"], c["sharpness_inloop"]):
+            assert lr_t == pytest.approx(min(c["lr"], 0.95 * 2 / (s * 1.002)), rel=1e-12)
+        assert c["all_converged"] and c["max_residual"] <= 2e-3
+        n = c["n_matvec_per_measurement"]
+        assert n["first"] >= 2 and n["median"] >= 2 and n["max"] <= c["max_iter"] + 10
+        assert c["median_measure_s"] > 0 and c["median_clamped_step_s"] > c["median_measure_s"]
+        assert c["ratio_clamped_vs_plain"] == pytest.approx(c["median_clamped_step_s"] / c["median_gd_step_s"])
+        v = c["validity"]
+        assert v["exact_tol"] == 1e-6 and v["checks"] and v["ok"]
+        for chk in v["checks"]:
+            assert chk["exact_converged"] and chk["exact_residual"] <= 1e-6
+            assert chk["lr_t"] == c["lr_t"][chk["step"]]
+            assert chk["lr_t"] * chk["s_exact"] <= 2 * 0.95 * (1 + 1e-6)
+            assert chk["s_exact"] == pytest.approx(chk["s_inloop"], rel=2e-3)  # in-loop S good to clamp_tol
+        # the steps checked are ones where the clamp was binding, when there are any
+        assert all(chk["binding"] for chk in v["checks"])
+        assert v["max_lr_s_exact_over_2clamp"] == max(chk["lr_s_exact_over_2clamp"] for chk in v["checks"])
+
+
+def test_quick_gd_rows_time_the_same_update(quick_report):
+    for name, w in quick_report["workloads"].items():
+        g = w["gd_vs_torch"]
+        assert g["steps"] == 3 and len(g["bare_times_s"]) == len(g["eosflow_times_s"]) == 3
+        assert g["lr"] == pytest.approx(1 / w["sharpness_theta0"])
+        # bare torch and eosflow compute the same GD update from the same θ0 (float32 rounding apart)
+        assert g["same_update"] and g["first_update_rel_diff"] <= 1e-5, name
+        assert g["n_chunks"] == {"mlp": 1, "vgg": 2}[name]
+        assert g["ratio_eosflow_vs_bare"] == pytest.approx(g["median_eosflow_s"] / g["median_bare_s"])
 
 
 def test_quick_methods_agree_on_eigenvalues(quick_report):
@@ -72,8 +131,9 @@ def test_quick_methods_agree_on_eigenvalues(quick_report):
             ref = cold["methods"]["scipy_eigsh"]["eigvals"]
             for m, e in cold["methods"].items():
                 assert max(abs(x - y) / abs(y) for x, y in zip(e["eigvals"], ref)) <= 1e-4, m
-    for c in quick_report["workloads"]["mlp"]["tracking"]["compare_scipy"]:
-        assert c["max_rel_diff"] <= 1e-4 and c["scipy_max_residual"] <= 1e-3
+    for w in quick_report["workloads"].values():
+        for c in w["tracking"]["compare_scipy"]:
+            assert c["max_rel_diff"] <= 1e-4 and c["scipy_max_residual"] <= 1e-3
 
 
 def test_agreement_flags_disagreement():

@@ -53,6 +53,7 @@ def test_hessian_rule_cadence_and_values(tmp_path):
     top = torch.linalg.eigvalsh(H).flip(0)[:3].numpy()
     np.testing.assert_allclose(cube["eigval"].values[-1], top, rtol=1e-6)
     assert cube.attrs["eta_eos"] == 2 / cube["sharpness"].values[0]
+    assert cube.attrs["hvp_product"] == "rop"  # an MLP: the R-operator products
 
 
 def test_same_config_and_seed_give_byte_identical_cubes_and_snapshots(tmp_path):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.func import functional_call, grad, grad_and_value, jvp, vmap
+from torch.func import functional_call, grad, jvp, vmap
 
 from .models import has_batch_norm
 
@@ -101,15 +101,24 @@ class Objective:
         with torch.no_grad():
             return sum(self.sum_loss(theta, xc, yc) for xc, yc in self.chunks()) / self.n
 
+    def chunk_loss_grad(self, theta: Tensor, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """``(Σ loss, number correct, ∇ Σ loss)`` over one chunk, by reverse-mode autograd on a flat
+        leaf (about 1.25x faster than ``torch.func.grad`` on the BatchNorm VGG on a CPU, and within a
+        few per cent of a loop over ``nn.Module`` parameters: ``python -m eosflow bench``)."""
+        with torch.enable_grad():
+            t = theta.detach().requires_grad_(True)
+            loss, correct = self.sum_loss_correct(t, x, y)
+            (g,) = torch.autograd.grad(loss, t)
+        return loss.detach(), correct, g
+
     def loss_grad(self, theta: Tensor) -> tuple[Tensor, Tensor]:
         """``(L(θ), ∇L(θ))``."""
         g_total = torch.zeros_like(theta)
         l_total = theta.new_zeros(())
-        gv = grad_and_value(self.sum_loss)
         for xc, yc in self.chunks():
-            g, l = gv(theta, xc, yc)
+            l, _, g = self.chunk_loss_grad(theta, xc, yc)
             g_total += g
-            l_total += l.detach()
+            l_total += l
         return l_total / self.n, g_total / self.n
 
     def sum_loss_correct(self, theta: Tensor, x: Tensor, y: Tensor):
@@ -122,9 +131,8 @@ class Objective:
         """``(L(θ), training accuracy, ∇L(θ))`` from one forward/backward pass over the chunks."""
         g_total = torch.zeros_like(theta)
         l_total, correct = 0.0, 0
-        gv = grad_and_value(self.sum_loss_correct, has_aux=True)
         for xc, yc in self.chunks():
-            g, (l, c) = gv(theta, xc, yc)
+            l, c, g = self.chunk_loss_grad(theta, xc, yc)
             g_total += g
             l_total += float(l)
             correct += int(c)

@@ -186,4 +186,6 @@ def run_hessian(cfg: dict, setting: str, data_path, metrics_path, snapshots_path
     record = json.loads(metrics.attrs["config"])
     record["hessian"] = hc
     cube.attrs["config"] = json.dumps(record, sort_keys=True, default=str)
+    # which Hessian-vector product the engine picked for this architecture ("rop", "cached", ...)
+    cube.attrs["hvp_product"] = ",".join(sorted({r["product"] or "?" for r in tracker.records})) or "none"
     write_netcdf(cube, out_cube, eigvec_bits=hc.get("eigvec_bits"))

@@ -98,14 +98,15 @@ def inloop_sharpness(cfg: dict, objective: Objective) -> InloopSharpness | None:
 
 class InloopSharpness:
     """A run's in-loop sharpness: ``S(θ)``, the top Hessian eigenvalue of ``objective`` to relative
-    residual ``tol``, warm-started from the previous measurement. Its warm start is part of the run's
+    residual ``tol``, warm-started from the span of the two previous measurements' eigenvectors and
+    one guard vector (:class:`~eosflow.spectral.SpectrumTracker` with ``warm_subspace``). Its warm start is part of the run's
     checkpoint (:meth:`state_dict`), so a resumed run measures, and a clamped one steps, exactly as
     an uninterrupted one. A clamped run's measurement that stops short of ``tol`` is logged: its
     clamp bound then rests on a looser estimate."""
 
     def __init__(self, objective: Objective, tol: float, max_iter: int, clamped: bool = False):
         self.objective, self.tol, self.clamped = objective, tol, clamped
-        self.tracker = SpectrumTracker(k=1, tol=tol, max_iter=max_iter)
+        self.tracker = SpectrumTracker(k=1, tol=tol, max_iter=max_iter, n_guard=1, warm_subspace=True)
 
     def __call__(self, theta) -> float:
         res = self.tracker.measure(self.objective, theta)

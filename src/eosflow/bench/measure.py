@@ -77,6 +77,24 @@ def measured(fn, device: torch.device):
     return dt, out, mem
 
 
+def timed(fn, device: torch.device):
+    """``fn()`` timed alone, CUDA-synchronised: ``(seconds, result)``. For the per-step rows,
+    where :func:`measured`'s garbage collection and memory bookkeeping would cost more than a
+    step of the small workloads."""
+    _sync(device)
+    t = time.perf_counter()
+    out = fn()
+    _sync(device)
+    return time.perf_counter() - t, out
+
+
+def product_of(names) -> str | None:
+    """The Hessian-vector product a row's solves used, from each result's ``product`` (``names``):
+    one name, ``"a+b"`` when they differed, None when the engine does not say."""
+    names = sorted({n for n in names if n is not None})
+    return "+".join(names) if names else None
+
+
 def explicit_residuals(obj: Objective, theta, vals, vecs) -> list[float]:
     """``‖Hv − λv‖ / |λ|`` with fresh HVPs (unit ``v``), whatever method produced the pairs."""
     V = torch.as_tensor(vecs).to(device=theta.device, dtype=theta.dtype)

@@ -32,13 +32,15 @@ class _BlockLanczos:
     projected matrix ``T`` (float64, CPU), and the counters."""
 
     def __init__(self, op: LinearOperator, k: int, *, tol: float, max_iter: int, block_size: int,
-                 min_iter: int | None, max_basis: int | None, seed: int, warm_noise: float, n_guard: int):
+                 min_iter: int | None, max_basis: int | None, seed: int, warm_noise: float, n_guard: int,
+                 warm_subspace: bool = False):
         self.op, dim = op, op.dim
         self.k = check_k(op, k)
         self.b = int(block_size)
         if self.b < 1:
             raise ValueError(f"block_size must be ≥ 1, got {self.b}")
         self.tol, self.warm_noise, self.n_guard = tol, warm_noise, int(n_guard)
+        self.warm_subspace, self.thick = bool(warm_subspace), False
         self.max_iter = max(self.k, int(max_iter))
         self.min_iter = min(dim, self.k + 1 if min_iter is None else max(self.k, int(min_iter)))
         self.cap = dim if max_basis is None else min(dim, max(int(max_basis), 2 * (self.k + self.b)))
@@ -60,6 +62,18 @@ class _BlockLanczos:
         """The first block: seeded random rows; or, from ``v0``, the normalised sum of its rows plus
         a seeded perturbation (block size 1) or its rows completed with random ones."""
         if v0 is None:
+            X = self.rand(min(self.b, self.op.dim))
+        elif self.warm_subspace:
+            X = v0.detach().to(device=self.op.device, dtype=self.op.dtype).reshape(-1, self.op.dim)[:self.cap]
+            X = X[torch.linalg.vector_norm(X, dim=1) > 0]
+            X = X / torch.linalg.vector_norm(X, dim=1, keepdim=True)
+            self.thick = X.shape[0] > 0
+            if self.thick:  # rows within ~1e-2 of the span of the earlier ones add nothing: dropped
+                block = orthonormal_rows(X, self.empty, 1e-2)
+                self.Q = torch.empty(min(self.cap, max(2 * block.shape[0], 32)), self.op.dim, dtype=self.op.dtype,
+                                     device=self.op.device)
+                self.HQ = torch.empty_like(self.Q)
+                return block
             X = self.rand(min(self.b, self.op.dim))
         else:
             rows = v0.detach().to(device=self.op.device, dtype=self.op.dtype).reshape(-1, self.op.dim)
@@ -149,7 +163,8 @@ class _BlockLanczos:
         g = min(self.n_guard, m - kk)
         guard = (S[:, kk:kk + g].to(device=op.device, dtype=op.dtype).T @ self.Q[:m]) if self.n_guard else None
         return EigResult(eigvals=lam, eigvecs=Y, residuals=res, iterations=self.steps, n_matvec=self.n_matvec,
-                         converged=kk == self.k and bool((res <= self.tol).all()), guard=guard)
+                         converged=kk == self.k and bool((res <= self.tol).all()), guard=guard,
+                         product=getattr(op, "product", None))
 
     def check(self, R: Tensor, m_old: int, exhausted: bool) -> EigResult | None:
         """The result when the top ``k`` have converged (or nothing is left to do), else None.
@@ -187,8 +202,45 @@ class _BlockLanczos:
         self.m = keep
         return orthonormal_rows(block, self.Q[:keep], 1e-3)
 
+    # -- subspace warm start ---------------------------------------------------------------------
+    def warm_pairs(self) -> EigResult | None:
+        """After the warm rows' products: their Rayleigh-Ritz pairs if those already meet ``tol``
+        (residuals from the stored products), else None."""
+        theta, S = self.eigh()
+        kk = min(self.k, self.m)
+        r = self.result(S, theta, kk)
+        done = kk == self.k and self.m >= self.min_iter and bool((r.residuals <= self.tol).all())
+        return r if done or self.n_matvec >= self.max_iter or self.m == self.op.dim else None
+
+    def restart_from_ritz(self) -> Tensor:
+        """Shrink the warm span to its top ``block_size`` Ritz vectors (with one vector and k > 1,
+        their normalised sum), whose products are already stored, and return the next block: the
+        parts of those products outside them. Krylov spaces then grow from the best vectors in the
+        warm span, with no new products for the vectors themselves."""
+        theta, S = self.eigh()
+        m = self.m
+        if self.b == 1:
+            C = S[:, :min(self.k, m)].sum(1, keepdim=True) / min(self.k, m) ** 0.5
+        else:
+            C = S[:, :min(self.b, m)]
+        Cd = C.to(device=self.op.device, dtype=self.op.dtype)
+        Y, HY = Cd.T @ self.Q[:m], Cd.T @ self.HQ[:m]
+        nb = Y.shape[0]
+        self.T, self.ritz = C.T @ self.T @ C, None
+        self.T = 0.5 * (self.T + self.T.T)
+        self.Q[:nb], self.HQ[:nb] = Y, HY
+        self.m, self.thick = nb, False
+        R = HY - self.T.to(device=self.op.device, dtype=self.op.dtype) @ Y
+        return self.next_block(R - (R @ Y.T) @ Y)
+
     def run(self, v0: Tensor | None) -> EigResult:
         block = self.start(v0)
+        if self.thick:
+            self.extend(block)
+            done = self.warm_pairs()
+            if done is not None:
+                return done
+            block = self.restart_from_ritz()
         while True:
             R, m_old = self.extend(block)
             exhausted = self.m == self.op.dim or self.n_matvec >= self.max_iter
@@ -203,7 +255,7 @@ class _BlockLanczos:
 def block_lanczos(op: LinearOperator, k: int, *, v0: Tensor | None = None, tol: float = 1e-3,
                   max_iter: int = 200, block_size: int = 1, min_iter: int | None = None,
                   max_basis: int | None = None, seed: int = 0, warm_noise: float = 1e-2,
-                  n_guard: int = 0) -> EigResult:
+                  n_guard: int = 0, warm_subspace: bool = False) -> EigResult:
     """The ``k`` algebraically largest eigenpairs of ``op`` by (block) Lanczos with stored products.
 
     Ritz pairs of ``T`` are checked with the cheap estimate ``‖R s_last‖ / |θ|`` (``R``: the part
@@ -227,9 +279,18 @@ def block_lanczos(op: LinearOperator, k: int, *, v0: Tensor | None = None, tol: 
     from the stored products. ``n_guard``: also return the next ``n_guard`` Ritz vectors
     (``EigResult.guard``); a warm start that includes them finds an eigenvalue that has risen
     into the top k since (a crossing), which a start from the top k alone can miss.
+
+    ``warm_subspace``: instead, the products of all the rows of ``v0`` come first (one
+    ``matvec_batch`` call); when the Rayleigh-Ritz pairs of their span meet ``tol`` they are the
+    answer, else (block) Lanczos starts from the top ``block_size`` Ritz vectors of that span (one
+    vector: the normalised sum of the top k), whose products are known.
+    Along a GD trajectory past the stability limit the top eigenvector at step t is close to the
+    one at t − 2, not t − 1 (period-two oscillation): :class:`~eosflow.spectral.SpectrumTracker`
+    starts from the span of both.
     """
     return _BlockLanczos(op, k, tol=tol, max_iter=max_iter, block_size=block_size, min_iter=min_iter,
-                         max_basis=max_basis, seed=seed, warm_noise=warm_noise, n_guard=n_guard).run(v0)
+                         max_basis=max_basis, seed=seed, warm_noise=warm_noise, n_guard=n_guard,
+                         warm_subspace=warm_subspace).run(v0)
 
 
 def block_lanczos_topk(matvec: Callable[[Tensor], Tensor], dim: int, k: int, *, v0: Tensor | None = None,

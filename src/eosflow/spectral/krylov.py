@@ -23,6 +23,8 @@ class EigResult:
     (Krylov) steps. n_matvec: total HVPs, residual checks included. converged: all residuals ≤ tol.
     guard: ``(g, P)`` Ritz vectors that come next after the top k (not converged; None if not asked
     for), kept by :class:`~eosflow.spectral.SpectrumTracker` to warm-start the next solve.
+    product: which Hessian-vector product the operator used (its ``product`` attribute: ``"rop"``,
+    ``"cached"``, ``"objective"``; None for other operators).
     """
 
     eigvals: Tensor
@@ -32,6 +34,7 @@ class EigResult:
     n_matvec: int
     converged: bool
     guard: Tensor | None = None
+    product: str | None = None
 
 
 def orthogonalise(w: Tensor, Q: Tensor) -> tuple[Tensor, Tensor]:

@@ -146,7 +146,8 @@ def lanczos(op: LinearOperator, k: int, *, v0: Tensor | None = None, tol: float 
         n_matvec += final[2].shape[0]
         converged = bool((final[3] <= tol).all())
     _, lam, V, res = final
-    return EigResult(eigvals=lam, eigvecs=V, residuals=res, iterations=m, n_matvec=n_matvec, converged=converged)
+    return EigResult(eigvals=lam, eigvecs=V, residuals=res, iterations=m, n_matvec=n_matvec, converged=converged,
+                     product=getattr(op, "product", None))
 
 
 def lanczos_topk(matvec: Callable[[Tensor], Tensor], dim: int, k: int, *, v0: Tensor | None = None,

@@ -79,6 +79,8 @@ class ObjectiveHVP:
     object with those and ``dim``): a fresh product each time, ``vmap``-batched where the objective
     batches (forward-over-reverse :class:`~eosflow.objective.Objective`)."""
 
+    product = "objective"
+
     def __init__(self, objective, theta: Tensor):
         self.objective = objective
         self.theta = theta.detach()
@@ -103,8 +105,11 @@ class CachedHVP:
     Memory: the graphs of the first chunks are kept while their saved tensors total at most
     ``max_bytes`` (measured on the first chunk); the other chunks are recomputed per product.
     ``cached_chunks`` and ``graph_bytes`` say what was kept. Drop the object to free them.
-    Calling the object is :meth:`matvec`; :meth:`batch` is :meth:`matvec_batch`.
+    Calling the object is :meth:`matvec`; :meth:`batch` is :meth:`matvec_batch`. ``product`` is
+    ``"cached"``.
     """
+
+    product = "cached"
 
     def __init__(self, objective: ChunkedLoss, theta: Tensor, max_bytes: int = DEFAULT_GRAPH_CACHE_BYTES):
         self.objective = objective

@@ -12,6 +12,7 @@ from .block import block_lanczos
 from .krylov import EigResult
 from .lanczos import lanczos
 from .operators import DEFAULT_GRAPH_CACHE_BYTES, CachedHVP, ChunkedLoss, LinearOperator, ObjectiveHVP
+from .rop import RopHVP, rop_supported
 
 __all__ = ["METHODS", "HVP_KINDS", "hvp_operator", "top_eigenpairs", "SpectrumTracker"]
 
@@ -20,7 +21,7 @@ __all__ = ["METHODS", "HVP_KINDS", "hvp_operator", "top_eigenpairs", "SpectrumTr
 #: (:func:`~eosflow.spectral.lanczos.lanczos` over fresh products: half the basis memory).
 METHODS = ("auto", "block", "lanczos")
 #: Hessian-vector products of :func:`hvp_operator`.
-HVP_KINDS = ("auto", "cached", "objective")
+HVP_KINDS = ("auto", "rop", "cached", "objective")
 
 
 def _default_block_size(objective, theta: Tensor, k: int) -> int:
@@ -33,30 +34,41 @@ def _default_block_size(objective, theta: Tensor, k: int) -> int:
 
 def hvp_operator(objective, theta: Tensor, kind: str = "auto", block_size: int = 1,
                  graph_cache_bytes: int = DEFAULT_GRAPH_CACHE_BYTES) -> LinearOperator:
-    """The Hessian of ``objective`` at ``theta`` as an operator.
+    """The Hessian of ``objective`` at ``theta`` as an operator; its ``product`` names the kind.
 
-    ``kind``: ``"cached"`` (:class:`~eosflow.spectral.operators.CachedHVP`, for a
-    :class:`~eosflow.spectral.operators.ChunkedLoss`, with at most ``graph_cache_bytes`` of
-    retained graphs), ``"objective"`` (:class:`~eosflow.spectral.operators.ObjectiveHVP`: the
-    objective's own ``hvp``/``hvp_batch``) or ``"auto"``: ``"objective"`` for blocks on a GPU with
-    a forward-over-reverse objective, whose ``vmap`` batches pay off there, and for objectives
-    that only offer ``hvp``/``hvp_batch``; else ``"cached"``.
+    ``kind``: ``"rop"`` (:class:`~eosflow.spectral.rop.RopHVP`: the R-operator written out per
+    layer, for the models :func:`~eosflow.spectral.rop.rop_supported` accepts), ``"cached"``
+    (:class:`~eosflow.spectral.operators.CachedHVP`: double backward through retained graphs, for
+    any :class:`~eosflow.spectral.operators.ChunkedLoss`), ``"objective"``
+    (:class:`~eosflow.spectral.operators.ObjectiveHVP`: the objective's own ``hvp``/``hvp_batch``)
+    or ``"auto"``: ``"objective"`` for blocks on a GPU with a forward-over-reverse objective,
+    whose ``vmap`` batches pay off there, and for objectives that only offer ``hvp``/``hvp_batch``;
+    else ``"rop"`` where supported, else ``"cached"`` (the choice measured in
+    ``benchmarks/engine_choice.py``). ``graph_cache_bytes`` bounds what ``"rop"`` and ``"cached"``
+    keep between products (0: nothing).
     """
     if kind not in HVP_KINDS:
         raise ValueError(f"unknown hvp {kind!r}; allowed: {list(HVP_KINDS)}")
     theta = theta.detach()
     if kind == "auto":
         gpu_blocks = block_size > 1 and theta.device.type == "cuda" and getattr(objective, "hvp_mode", None) == "fwdrev"
-        kind = "objective" if gpu_blocks or not isinstance(objective, ChunkedLoss) else "cached"
+        if gpu_blocks or not isinstance(objective, ChunkedLoss):
+            kind = "objective"
+        elif hasattr(objective, "model") and hasattr(objective, "loss_name") and rop_supported(objective.model):
+            kind = "rop"
+        else:
+            kind = "cached"
     if kind == "objective":
         return ObjectiveHVP(objective, theta)
+    if kind == "rop":
+        return RopHVP(objective, theta, max_bytes=graph_cache_bytes)
     return CachedHVP(objective, theta, max_bytes=graph_cache_bytes)
 
 
 def top_eigenpairs(objective, theta: Tensor, k: int, *, warm: Tensor | None = None, tol: float = 1e-3,
                    max_iter: int = 200, seed: int = 0, method: str = "auto", block_size: int | None = None,
                    n_guard: int = 0, hvp: str = "auto",
-                   graph_cache_bytes: int = DEFAULT_GRAPH_CACHE_BYTES) -> EigResult:
+                   graph_cache_bytes: int = DEFAULT_GRAPH_CACHE_BYTES, warm_subspace: bool = False) -> EigResult:
     """Top-k Hessian eigenpairs of ``objective`` at ``theta``.
 
     ``warm``: previous eigenvectors ``(m, P)`` (or one vector) to warm-start from.
@@ -66,6 +78,8 @@ def top_eigenpairs(objective, theta: Tensor, k: int, *, warm: Tensor | None = No
     ``"lanczos"``: :func:`~eosflow.spectral.lanczos.lanczos` over the objective's own products.
     Both stop at relative residual ``tol`` and agree to that accuracy. ``n_guard``: also return
     that many further Ritz vectors as ``EigResult.guard`` (block engine only).
+    ``warm_subspace``: start from the span of the rows of ``warm`` (block engine; see
+    :func:`~eosflow.spectral.block.block_lanczos`) instead of their normalised sum.
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; allowed: {list(METHODS)}")
@@ -73,7 +87,8 @@ def top_eigenpairs(objective, theta: Tensor, k: int, *, warm: Tensor | None = No
         return lanczos(ObjectiveHVP(objective, theta), k, v0=warm, tol=tol, max_iter=max_iter, seed=seed)
     b = _default_block_size(objective, theta, k) if block_size is None else int(block_size)
     op = hvp_operator(objective, theta, hvp, b, graph_cache_bytes)
-    return block_lanczos(op, k, v0=warm, tol=tol, max_iter=max_iter, block_size=b, seed=seed, n_guard=n_guard)
+    return block_lanczos(op, k, v0=warm, tol=tol, max_iter=max_iter, block_size=b, seed=seed, n_guard=n_guard,
+                         warm_subspace=warm_subspace)
 
 
 @dataclass
@@ -85,6 +100,11 @@ class SpectrumTracker:
     ``block_size`` are passed to :func:`top_eigenpairs`. With the block engine the next solve
     starts from the top k and ``n_guard`` further Ritz vectors (``guard``) of the previous one, so
     that an eigenvalue rising into the top k between two measurements is not missed.
+    ``warm_subspace``: start each solve from the span of those vectors and of the eigenvectors of
+    the measurement before (see :func:`~eosflow.spectral.block.block_lanczos`): along GD past the
+    stability limit, measured at every step, the top eigenvector at step t is close to the one at
+    t − 2 (overlap 0.8-0.99 on the benchmark MLP) but not to the one at t − 1 (0.1-0.4), and this
+    saves products; for measurements far apart (snapshots) it costs the extra rows' products.
     """
 
     k: int
@@ -98,19 +118,30 @@ class SpectrumTracker:
     n_guard: int = 2
     guard: Tensor | None = field(default=None, repr=False)
     n_measured: int = 0
+    warm_subspace: bool = False
+    previous: Tensor | None = field(default=None, repr=False)
+
+    def warm_rows(self) -> Tensor | None:
+        """The warm start: the latest eigenvectors, their guard vectors and (subspace warm start)
+        the eigenvectors of the measurement before."""
+        parts = [t for t in (self.eigvecs, self.guard) if t is not None and t.shape[0]]
+        if self.warm_subspace and self.previous is not None and parts:
+            parts.append(self.previous)
+        return torch.cat(parts) if parts else None
 
     def measure(self, objective, theta: Tensor, step: int | None = None) -> EigResult:
-        warm = self.eigvecs
-        if warm is not None and self.guard is not None and self.guard.shape[0]:
-            warm = torch.cat([warm, self.guard])
-        res = top_eigenpairs(objective, theta, self.k, warm=warm, tol=self.tol,
+        block = self.method != "lanczos"
+        res = top_eigenpairs(objective, theta, self.k, warm=self.warm_rows(), tol=self.tol,
                              max_iter=self.max_iter, seed=self.seed + self.n_measured, method=self.method,
-                             block_size=self.block_size, n_guard=0 if self.method == "lanczos" else self.n_guard)
+                             block_size=self.block_size, n_guard=self.n_guard if block else 0,
+                             warm_subspace=self.warm_subspace and block)
+        self.previous = self.eigvecs
         self.eigvecs, self.guard = res.eigvecs, res.guard
         self.n_measured += 1
         self.records.append({
             "step": step, "eigvals": res.eigvals.detach().cpu(), "residuals": res.residuals.detach().cpu(),
             "iterations": res.iterations, "n_matvec": res.n_matvec, "converged": res.converged,
+            "product": res.product,
         })
         return res
 
@@ -119,12 +150,14 @@ class SpectrumTracker:
         the CPU: a checkpoint holds it, so that a resumed trajectory measures what an
         uninterrupted one does."""
         cpu = lambda t: None if t is None else t.detach().cpu()  # noqa: E731
-        return {"eigvecs": cpu(self.eigvecs), "guard": cpu(self.guard), "n_measured": self.n_measured}
+        return {"eigvecs": cpu(self.eigvecs), "guard": cpu(self.guard), "previous": cpu(self.previous),
+                "n_measured": self.n_measured}
 
     def load_state_dict(self, state: dict, device=None) -> None:
         to = lambda t: None if t is None else t.to(device)  # noqa: E731
         self.eigvecs, self.guard, self.n_measured = to(state["eigvecs"]), to(state["guard"]), int(state["n_measured"])
+        self.previous = to(state.get("previous"))
 
     def reset(self) -> None:
         """Forget the warm start (e.g. after a jump in parameters)."""
-        self.eigvecs = self.guard = None
+        self.eigvecs = self.guard = self.previous = None

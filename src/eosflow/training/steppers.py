@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
-from torch.func import grad, grad_and_value, vmap
+from torch.func import grad_and_value, vmap
 
 from ..objective import Objective, per_example_loss
 from .optimizers import Optimizer
@@ -79,7 +79,7 @@ class ObjectiveStepper:
         x, y, cs = obj.x[idx], obj.y[idx], obj.chunk_size
         g = None
         for i in range(0, x.shape[0], cs):
-            gi = grad(obj.sum_loss)(theta, x[i:i + cs], y[i:i + cs])
+            gi = obj.chunk_loss_grad(theta, x[i:i + cs], y[i:i + cs])[2]
             g = gi if g is None else g + gi
         return g / x.shape[0]
 

@@ -1,0 +1,205 @@
+"""The benchmark's rows about whole GD steps: the stability-clamped step against a plain one
+(:func:`bench_clamp`, the issue's target 5) and eosflow's full-batch GD step against a loop written
+with nothing but torch (:func:`bench_gd_vs_torch`, target 6).
+
+Both time the GD step the pipeline really takes: :class:`eosflow.training.steppers.ObjectiveStepper`
+(``loss_grad_acc`` then ``update``), which :func:`eosflow.training.loop.run_loop` drives for a
+single run; the clamped step adds what the loop adds for ``train.clamp``: the in-loop sharpness
+(:class:`eosflow.runs.InloopSharpness`) and the clamped step size
+(:meth:`eosflow.training.state.RunState.clamped_lr`).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import statistics
+
+import torch
+import torch.nn.functional as F
+
+from ..objective import Objective
+from ..runs import UNIT_MAX_ITER, UNIT_TOL, InloopSharpness
+from ..spectral import top_eigenpairs
+from ..training.state import RunState, TrainConfig
+from ..training.steppers import ObjectiveStepper
+from .measure import product_of, timed
+from .references import _model_at
+
+
+def _median(xs):
+    return float(statistics.median(xs)) if xs else None
+
+
+def eosflow_gd_step(stepper: ObjectiveStepper, theta, lr: float):
+    """One full-batch GD step as the training loop takes it for a single run: the stepper's
+    ``loss_grad_acc`` (loss, accuracy, gradient norm and finiteness, gradient) then its
+    ``update``. Returns ``θ − η ∇L(θ)``."""
+    *_, g = stepper.loss_grad_acc(theta)
+    return stepper.update(theta, g, [lr])
+
+
+def bench_clamp(obj, theta0, lr: float, clamp: float, clamp_tol: float, max_iter: int, steps: int,
+                check_at, device, exact_tol: float = UNIT_TOL, exact_max_iter: int = UNIT_MAX_ITER) -> dict:
+    """GD at ``lr`` (above the stability limit) with the stability clamp, as a clamped training run
+    steps: at every step ``S(θ_t)`` by :class:`~eosflow.runs.InloopSharpness` (warm-started top-1
+    to ``clamp_tol``, at most ``max_iter`` iterations) and ``η_t = min(η, clamp·2/(S·(1+clamp_tol)))``
+    by :meth:`~eosflow.training.state.RunState.clamped_lr`. At each visited ``θ_t`` a plain GD step
+    from the same ``θ_t`` is timed too (which of the two goes first alternates, so machine noise
+    hits both); the trajectory follows the clamped one.
+
+    Validity: at the steps nearest ``check_at`` where the clamp was binding (:func:`_check_steps`)
+    S is recomputed from a cold start (:func:`exact_sharpness`) to relative residual ``exact_tol`` and ``η_t·S_exact ≤ 2·clamp·(1 + exact_tol)`` is checked: what the clamp
+    promises (``η_t·λ_max ≤ 2·clamp``) when its own S stops at the looser ``clamp_tol``."""
+    state = RunState(TrainConfig(lr=lr, clamp=clamp, clamp_tol=clamp_tol, acc_goal=None, max_epochs=steps))
+    stepper = ObjectiveStepper(obj)
+    sharp = InloopSharpness(obj, clamp_tol, max_iter, clamped=True)
+    results = []  # each in-loop measurement's costs, residual, convergence and Hessian-vector product
+    tracker = getattr(sharp, "tracker", None)
+    if tracker is not None:  # see each measurement's result, which InloopSharpness reduces to S
+        tracker_measure = tracker.measure
+
+        def measure_and_keep(*args, **kwargs):
+            res = tracker_measure(*args, **kwargs)
+            results.append({"n_matvec": res.n_matvec, "residual": float(res.residuals[0]),
+                            "converged": bool(res.converged), "product": getattr(res, "product", None)})
+            return res
+
+        tracker.measure = measure_and_keep
+
+    def clamped_step(t, theta):
+        """The loop's step ``t`` of a clamped run: gradient, metrics, S(θ_t), η_t, update. Returns
+        ``(θ_{t+1} or None when diverged, η_t, S, seconds spent measuring S)``."""
+        losses, accs, gnorms, finite, g = stepper.loss_grad_acc(theta)
+        lr_t, diverged = state.observe(t, losses[0], accs[0], gnorms[0], finite[0])
+        state.record_test()
+        if diverged:
+            return None, lr_t, math.nan, 0.0
+        dt_m, s = timed(lambda: sharp(theta), device) if state.sharpness_due(t, diverged) else (0.0, math.nan)
+        state.record_sharpness(s)
+        lr_t = state.clamped_lr(lr_t)
+        return stepper.update(theta, g, [lr_t]), lr_t, s, dt_m
+
+    theta = theta0.clone()
+    plain_s, clamped_s, measure_s, lrs, sharpness, visited = [], [], [], [], [], []
+    status = "ran"
+    for t in range(steps):
+        if t % 2 == 0:
+            dt_p, _ = timed(lambda: eosflow_gd_step(stepper, theta, lr), device)
+            dt_c, (nxt, lr_t, s, dt_m) = timed(lambda: clamped_step(t, theta), device)
+        else:
+            dt_c, (nxt, lr_t, s, dt_m) = timed(lambda: clamped_step(t, theta), device)
+            dt_p, _ = timed(lambda: eosflow_gd_step(stepper, theta, lr), device)
+        if nxt is None:
+            status = f"diverged at step {t}"
+            break
+        plain_s.append(dt_p)
+        clamped_s.append(dt_c)
+        measure_s.append(dt_m)
+        lrs.append(lr_t)
+        sharpness.append(s)
+        visited.append(theta)  # θ_t (steps make new tensors: no copy needed)
+        theta = nxt
+    checks = []
+    obj64 = float64_objective(obj)
+    for t in _check_steps(check_at, lrs, lr):
+        th, lr_t, s = visited[t], lrs[t], sharpness[t]
+        res, n32 = exact_sharpness(obj, obj64, th, exact_tol, exact_max_iter, seed=1000 + t)
+        s_exact = float(res.eigvals[0])
+        checks.append({"step": t, "lr_t": lr_t, "s_inloop": s, "s_exact": s_exact,
+                       "rel_diff_inloop_vs_exact": abs(s - s_exact) / abs(s_exact),
+                       "lr_s_exact_over_2clamp": lr_t * s_exact / (2 * clamp), "binding": lr_t < lr,
+                       "holds": lr_t * s_exact <= 2 * clamp * (1 + exact_tol),
+                       "exact_residual": float(res.residuals[0]), "exact_converged": bool(res.converged),
+                       "exact_n_matvec_float32": n32, "exact_n_matvec_float64": res.n_matvec,
+                       "product": getattr(res, "product", None)})
+    nmv = [r["n_matvec"] for r in results]
+    return {
+        "clamp": clamp, "clamp_tol": clamp_tol, "max_iter": max_iter, "lr": lr, "steps": len(plain_s),
+        "status": status,
+        "median_gd_step_s": _median(plain_s), "median_clamped_step_s": _median(clamped_s),
+        "median_measure_s": _median(measure_s),
+        "ratio_clamped_vs_plain": (_median(clamped_s) / _median(plain_s)) if plain_s else None,
+        "n_matvec_per_measurement": {"first": nmv[0] if nmv else None, "median": _median(nmv),
+                                     "median_warm": _median(nmv[1:]), "mean": sum(nmv) / len(nmv) if nmv else None,
+                                     "max": max(nmv, default=None)},
+        "all_converged": all(r["converged"] for r in results) if results else None,
+        "max_residual": max((r["residual"] for r in results), default=None),
+        "binding_steps": sum(1 for x in lrs if x < lr),
+        "lr_t": lrs, "sharpness_inloop": sharpness,
+        "gd_step_times_s": [round(x, 5) for x in plain_s], "clamped_step_times_s": [round(x, 5) for x in clamped_s],
+        "product": product_of(r["product"] for r in results),
+        "validity": {"exact_tol": exact_tol, "exact_max_iter": exact_max_iter, "exact_dtype": "float32, then float64",
+                     "steps": [c["step"] for c in checks],
+                     "max_lr_s_exact_over_2clamp": max((c["lr_s_exact_over_2clamp"] for c in checks), default=None),
+                     "ok": bool(checks) and all(c["holds"] and c["exact_converged"] for c in checks),
+                     "checks": checks},
+    }
+
+
+def float64_objective(obj: Objective) -> Objective:
+    """The same loss in float64: a float64 copy of the model and the data, the same chunks."""
+    return Objective(copy.deepcopy(obj.model).double(), obj.x.double(), obj.y, obj.loss_name,
+                     chunk_size=obj.chunk_size)
+
+
+def exact_sharpness(obj: Objective, obj64: Objective, theta, tol: float, max_iter: int, seed: int):
+    """S(θ) to relative residual ``tol``, independently of the in-loop tracker: a cold float32 solve
+    to ``10·tol``, then a float64 one (``obj64``, :func:`float64_objective`) warm-started from its
+    vector. Float32 products alone cannot reach 1e-6 on the benchmark's MLP (their rounding leaves
+    residuals of a few 1e-6 after 1,000 products), and float64 products of the VGG cost about 4x
+    float32 ones on a CPU, so float64 only finishes the solve. Returns ``(float64 result, float32
+    products)``."""
+    r32 = top_eigenpairs(obj, theta, 1, tol=10 * tol, max_iter=max_iter, seed=seed)
+    r64 = top_eigenpairs(obj64, theta.double(), 1, warm=r32.eigvecs.double(), tol=tol, max_iter=max_iter, seed=seed)
+    return r64, r32.n_matvec
+
+
+def _check_steps(check_at, lrs: list[float], lr: float) -> list[int]:
+    """The steps whose S is recomputed: for each step asked for, the nearest one at which the clamp
+    was binding (``η_t < η``: there ``η_t·S`` sits at the bound, so the check is tight); any
+    visited step when it never was."""
+    binding = [t for t, x in enumerate(lrs) if x < lr] or list(range(len(lrs)))
+    return sorted({min(binding, key=lambda b: (abs(b - c), b)) for c in check_at}) if binding else []
+
+
+def bench_gd_vs_torch(obj, theta0, lr: float, steps: int, device) -> dict:
+    """Median time of eosflow's full-batch GD step (:func:`eosflow_gd_step`) against a loop
+    written with nothing but torch over the same chunks (``p.grad = None``; summed cross-entropy
+    ``.backward()`` per chunk; ``p -= η·p.grad/N``), on a copy of the model at ``θ₀``. Timed
+    steps alternate bare, eosflow, bare, eosflow, ... so machine noise hits both. One untimed
+    step of each first warms both up and checks that they make the same update."""
+    if obj.loss_name != "ce":
+        raise ValueError(f"the bare torch loop is written for cross-entropy; got loss {obj.loss_name!r}")
+    model = _model_at(obj, theta0)
+    params = list(model.parameters())
+    chunks = list(obj.chunks())
+    n = obj.n
+
+    def bare_step():
+        for p in params:
+            p.grad = None
+        for xc, yc in chunks:
+            F.cross_entropy(model(xc), yc, reduction="sum").backward()
+        with torch.no_grad():
+            for p in params:
+                p -= lr * p.grad / n
+
+    stepper = ObjectiveStepper(obj)
+    bare_step()
+    theta = eosflow_gd_step(stepper, theta0, lr)
+    bare_theta = torch.nn.utils.parameters_to_vector(params).detach()
+    diff = float(torch.linalg.vector_norm(bare_theta - theta) / torch.linalg.vector_norm(theta - theta0))
+    bare_s, eos_s = [], []
+    for _ in range(steps):
+        dt, _ = timed(bare_step, device)
+        bare_s.append(dt)
+        dt, theta = timed(lambda: eosflow_gd_step(stepper, theta, lr), device)
+        eos_s.append(dt)
+    return {"steps": steps, "lr": lr, "n_chunks": len(chunks), "order": "interleaved: bare, eosflow, bare, ...",
+            "eosflow_step": "eosflow.training.steppers.ObjectiveStepper.loss_grad_acc + update (run_loop's step)",
+            "median_bare_s": _median(bare_s), "median_eosflow_s": _median(eos_s),
+            "ratio_eosflow_vs_bare": _median(eos_s) / _median(bare_s) if steps else None,
+            "bare_times_s": [round(x, 5) for x in bare_s], "eosflow_times_s": [round(x, 5) for x in eos_s],
+            "first_update_rel_diff": diff, "same_update": diff <= 1e-3}
+
