@@ -23,7 +23,10 @@ from .steps import bench_clamp, bench_gd_vs_torch
 from .targets import format_targets, targets
 from .workloads import build_workload, cifar10_subset
 
-METHOD_ORDER = ("scipy_eigsh", "hessian_eigenthings", "eosflow", "eosflow_lanczos")
+METHOD_ORDER = ("scipy_eigsh", "hessian_eigenthings", "eosflow", "eosflow_nocache", "eosflow_cached",
+                "eosflow_lanczos")
+#: Run unless ``methods`` says otherwise (``eosflow_lanczos``, the engine before last, only on request).
+DEFAULT_METHODS = METHOD_ORDER[:-1]
 #: The rows of each workload: cold top-k solves, tracking along GD, the clamped GD step, the GD
 #: step against a bare torch loop.
 ROWS = ("cold", "tracking", "clamp", "gd")
@@ -44,6 +47,8 @@ def warm_up(obj: Objective, theta, methods) -> None:
             top_eigenpairs(small, theta, 2, tol=1e-2, max_iter=6)
         elif name == "eosflow_lanczos":
             top_eigenpairs(small, theta, 2, tol=1e-2, max_iter=6, method="lanczos")
+        elif name == "eosflow_cached":
+            top_eigenpairs(small, theta, 2, tol=1e-2, max_iter=6, hvp="cached")
     small.loss_grad(theta)
 
 
@@ -79,6 +84,10 @@ def bench_cold(obj, theta, k: int, tol: float, reps: int, device, methods, he_m0
             fn = lambda he=he, m=cal["m"]: he.solve(k, m)  # noqa: E731
         elif name == "eosflow":
             fn = lambda: top_eigenpairs(obj, theta, k, tol=tol, max_iter=500)  # noqa: E731
+        elif name == "eosflow_nocache":
+            fn = lambda: top_eigenpairs(obj, theta, k, tol=tol, max_iter=500, graph_cache_bytes=0)  # noqa: E731
+        elif name == "eosflow_cached":
+            fn = lambda: top_eigenpairs(obj, theta, k, tol=tol, max_iter=500, hvp="cached")  # noqa: E731
         elif name == "eosflow_lanczos":
             fn = lambda: top_eigenpairs(obj, theta, k, tol=tol, max_iter=500, method="lanczos")  # noqa: E731
         else:
@@ -258,7 +267,7 @@ def run(quick: bool = False, out: str | os.PathLike | None = None, device: str =
     torch.manual_seed(0)
     t_start = time.perf_counter()
     he_version = hessian_eigenthings_available()
-    methods = list(methods or METHOD_ORDER)
+    methods = list(methods or DEFAULT_METHODS)
     if he_version is None and "hessian_eigenthings" in methods:
         methods.remove("hessian_eigenthings")
     report: dict = {
@@ -276,7 +285,11 @@ def run(quick: bool = False, out: str | os.PathLike | None = None, device: str =
                                            "reorthogonalize=True), steps calibrated to meet tol (untimed)",
                     "eosflow": "(c) eosflow top_eigenpairs, default engine (its Hessian-vector product: each "
                                "row's 'product')",
-                    "eosflow_lanczos": "eosflow top_eigenpairs(method='lanczos'): the previous engine",
+                    "eosflow_nocache": "eosflow's default engine keeping nothing between products "
+                                       "(graph_cache_bytes=0): the least memory",
+                    "eosflow_cached": "eosflow top_eigenpairs(hvp='cached'): the previous default engine "
+                                      "(double backward through retained graphs)",
+                    "eosflow_lanczos": "eosflow top_eigenpairs(method='lanczos'): the engine before that",
                     "tracking": "(d) SpectrumTracker warm-started every GD step",
                     "clamp": "GD at lr_factor x 2/S(theta0) with the stability clamp as a clamped training run "
                              "(InloopSharpness to clamp_tol, RunState.clamped_lr) against a plain GD step from "

@@ -44,30 +44,43 @@ def _entry(ratio, target, compare: str, note: str, *also, **extra) -> dict:
             "met": met, "note": note, **extra}
 
 
-def _cold_vs_eigenthings(w: dict, k: int, target: float, name: str) -> dict:
-    cold = w.get("cold", {}).get(f"top{k}")
-    speed = (cold or {}).get("speedup_eosflow_vs", {}).get("hessian_eigenthings")
-    if speed is None:
-        return _entry(None, target, ">=", f"not measured: no {name} top-{k} cold row with both eosflow and "
+def _cold_vs_eigenthings(w: dict, k: int, target: float, name: str, method: str = "eosflow") -> dict:
+    cold = w.get("cold", {}).get(f"top{k}") or {}
+    e, h = (cold.get("methods", {}).get(m, {}) for m in (method, "hessian_eigenthings"))
+    if not e.get("time_s") or not h.get("time_s"):
+        return _entry(None, target, ">=", f"not measured: no {name} top-{k} cold row with both {method} and "
                                           "hessian-eigenthings in this run")
-    e, h = cold["methods"]["eosflow"], cold["methods"]["hessian_eigenthings"]
-    return _entry(speed, target, ">=", f"eosflow {e['time_s']:.3g} s ({e['n_matvec']} HVPs, product "
+    speed = h["time_s"] / e["time_s"]
+    return _entry(speed, target, ">=", f"{method} {e['time_s']:.3g} s ({e['n_matvec']} HVPs, product "
                                        f"{e.get('product')}) vs hessian-eigenthings {h['time_s']:.3g} s "
                                        f"({h['n_matvec']} HVPs)")
 
 
-def _target1(vgg: dict) -> dict:
-    out = _cold_vs_eigenthings(vgg, 1, 1.5, "VGG")
+def _target1_for(vgg: dict, method: str) -> dict:
+    out = _cold_vs_eigenthings(vgg, 1, 1.5, "VGG", method)
     if out["ratio"] is None:
         return out
-    e, h = (vgg["cold"]["top1"]["methods"][m] for m in ("eosflow", "hessian_eigenthings"))
+    e, h = (vgg["cold"]["top1"]["methods"][m] for m in (method, "hessian_eigenthings"))
     rss = e["peak_rss_mb"] / h["peak_rss_mb"]
     per_call = e["peak_rss_scope"] == h["peak_rss_scope"] == "call"
-    out["rss_ratio"], out["rss_target"] = round(rss, 4), 1.1
+    out["rss_ratio"], out["rss_target"], out["method"] = round(rss, 4), 1.1, method
     out["met"] = _all(out["met"], (rss <= 1.1) if per_call else None)
     out["note"] += (f"; peak RSS {e['peak_rss_mb']:.0f} vs {h['peak_rss_mb']:.0f} MB = x{rss:.2f} (at most 1.1)"
                     + ("" if per_call else ": process-wide peaks, not comparable, so not judged"))
     return out
+
+
+def _target1(vgg: dict) -> dict:
+    """Speed and memory in one configuration: the default engine (products' primal passes kept up
+    to 2 GiB) or, when it is there, the one keeping nothing (``eosflow_nocache``); met when either
+    meets both."""
+    rows = vgg.get("cold", {}).get("top1", {}).get("methods", {})
+    tried = [_target1_for(vgg, m) for m in ("eosflow", "eosflow_nocache") if m in rows or m == "eosflow"]
+    best = next((t for t in tried if t["met"]), tried[0])
+    if len(tried) > 1:
+        other = tried[1] if best is tried[0] else tried[0]
+        best = {**best, "note": f"{best.get('method')}: {best['note']} | {other.get('method')}: {other['note']}"}
+    return best
 
 
 def _tracking(w: dict, name: str) -> dict:
