@@ -1,0 +1,109 @@
+"""Which Hessian-vector product should the engine use, per architecture? Measured, not assumed.
+
+    python benchmarks/hvp_choice.py [--out results/bench/hvp_choice.json] [--threads 2] [--n 1000]
+
+One chunk of ``n`` images (synthetic, of the workload's shape), one random unit vector, float32, on
+the CPU; the median of 5 timed products after one untimed one, interleaved across products so that
+machine noise hits them alike. Workloads: the benchmark's 199k tanh MLP (Fashion-MNIST shape), the
+default scale's CNN (``fmnist_cnn``), the benchmark's BatchNorm VGG (CIFAR shape). Products:
+
+* ``revrev``: double backward, fresh each time (``Objective.hvp``, what hessian-eigenthings does);
+* ``fwdrev``: ``torch.func.jvp`` of ``torch.func.grad`` (forward-over-reverse by autograd);
+* ``cached``: double backward through the retained first-derivative graph (``CachedHVP``);
+* ``rop`` / ``rop_fresh``: the R-operator written out per layer (``RopHVP``), with the primal pass kept
+  between products / recomputed for each;
+* ``revrev_channels_last`` / ``fwdrev_channels_last``: the convolutional nets in channels-last layout;
+* ``grad``: one gradient, the unit of the ``x grad`` column.
+
+Every product is checked against ``revrev`` (relative difference, float32). ``torch.compile`` of the
+product was not tried: double backward is outside what it compiles on torch 2.14.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from eosflow.models import build_model
+from eosflow.objective import Objective
+from eosflow.spectral import CachedHVP
+from eosflow.spectral.rop import RopHVP
+
+WORKLOADS = {
+    "mlp_199k": ({"arch": "mlp", "widths": [200, 200], "activation": "tanh"}, (1, 28, 28)),
+    "fmnist_cnn": ({"arch": "cnn", "channels": [8, 16], "activation": "relu", "input_pool": 2}, (1, 28, 28)),
+    "vgg_bn": ({"arch": "vgg", "blocks": 3, "base_width": 8, "batch_norm": True, "activation": "relu"}, (3, 32, 32)),
+}
+
+
+def products(spec, shape, n):
+    model = build_model(spec, shape, 10, seed=0)
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(n, *shape, generator=g), torch.arange(n) % 10
+    rev = Objective(model, x, y, "ce", hvp_mode="revrev")
+    fwd = Objective(model, x, y, "ce", hvp_mode="fwdrev")
+    theta = rev.flatten()
+    v = torch.randn(theta.numel(), generator=g)
+    v /= v.norm()
+    cached, rop, rop0 = CachedHVP(rev, theta), RopHVP(rev, theta), RopHVP(rev, theta, max_bytes=0)
+    fns = {"revrev": lambda: rev.hvp(theta, v), "fwdrev": lambda: fwd.hvp(theta, v), "cached": lambda: cached(v),
+           "rop": lambda: rop(v), "rop_fresh": lambda: rop0(v), "grad": lambda: rev.grad(theta)}
+    if spec["arch"] != "mlp":
+        cl = model.to(memory_format=torch.channels_last)
+        xcl = x.contiguous(memory_format=torch.channels_last)
+        rcl = Objective(cl, xcl, y, "ce", hvp_mode="revrev")
+        fcl = Objective(cl, xcl, y, "ce", hvp_mode="fwdrev")
+        fns["revrev_channels_last"] = lambda: rcl.hvp(theta, v)
+        fns["fwdrev_channels_last"] = lambda: fcl.hvp(theta, v)
+    return fns, theta.numel()
+
+
+def measure(fns, reps=5):
+    out = {name: fn() for name, fn in fns.items()}  # untimed: lazy initialisation, kept primal passes
+    times = {name: [] for name in fns}
+    for _ in range(reps):
+        for name, fn in fns.items():
+            t = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t)
+    ref = out["revrev"]
+    return {name: {"median_s": statistics.median(ts),
+                   "rel_diff_vs_revrev": None if name == "grad" else
+                   float(torch.linalg.vector_norm(out[name] - ref) / torch.linalg.vector_norm(ref))}
+            for name, ts in times.items()}
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", default="results/bench/hvp_choice.json")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--n", type=int, default=1000)
+    args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    report = {"n_images": args.n, "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
+              "workloads": {}}
+    for name, (spec, shape) in WORKLOADS.items():
+        fns, dim = products(spec, shape, args.n)
+        rows = measure(fns)
+        unit, ref = rows["grad"]["median_s"], rows["revrev"]["median_s"]
+        for r in rows.values():
+            r["x_grad"], r["speedup_vs_revrev"] = round(r["median_s"] / unit, 2), round(ref / r["median_s"], 2)
+        best = min((r["median_s"], n) for n, r in rows.items() if n != "grad")[1]
+        report["workloads"][name] = {"n_params": dim, "products": rows, "fastest": best}
+        print(f"{name} ({dim} parameters, {args.n} images): fastest {best}")
+        for n, r in sorted(rows.items(), key=lambda kv: kv[1]["median_s"]):
+            diff = "" if r["rel_diff_vs_revrev"] is None else f"  rel diff vs revrev {r['rel_diff_vs_revrev']:.1e}"
+            print(f"  {n:22s} {r['median_s'] * 1e3:9.1f} ms  x{r['x_grad']:5.2f} grad  "
+                  f"x{r['speedup_vs_revrev']:5.2f} vs revrev{diff}")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+    main()
