@@ -107,9 +107,10 @@ class InloopSharpness:
     def __init__(self, objective: Objective, tol: float, max_iter: int, clamped: bool = False):
         self.objective, self.tol, self.clamped = objective, tol, clamped
         self.tracker = SpectrumTracker(k=1, tol=tol, max_iter=max_iter, n_guard=1, warm_subspace=True)
+        self.last = None  # the latest measurement's EigResult (costs, residual, product)
 
     def __call__(self, theta) -> float:
-        res = self.tracker.measure(self.objective, theta)
+        res = self.last = self.tracker.measure(self.objective, theta)
         if self.clamped and not res.converged:
             log.warning("clamp: S(theta) measurement %d stopped at residual %.2g (asked %g) after %d products",
                         self.tracker.n_measured, float(res.residuals[0]), self.tol, res.n_matvec)

@@ -12,6 +12,12 @@ _env = os.environ
 _env["PYTHONPATH"] = os.pathsep.join(p for p in (_SRC, _env.get("PYTHONPATH", "")) if p)
 
 from snakemake.exceptions import WorkflowError  # noqa: E402
+from eosflow.device import HEAP_ENV  # noqa: E402
+
+# glibc heap settings under which jobs reuse freed tensor memory (eosflow.device.HEAP_ENV: the
+# Hessian jobs of convolutional nets run up to 1.7x faster); a user's own values win
+for _k, _v in HEAP_ENV.items():
+    _env.setdefault(_k, _v)
 from eosflow.config import (  # noqa: E402
     ConfigError, EXPERIMENTS, load_schema, lr_tag, parse_lr_tag, relative_tag, run_settings, sweep_lr_tags,
     train_job_config, validate_config,

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import torch
 
+from ..device import reuse_freed_memory
+
 from .memory import memory_child, run_memory
 from .runner import METHOD_ORDER, ROWS, run
 from .workloads import BenchDataError
@@ -79,6 +81,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="torch CPU threads (default: torch's); 1 is steadier on a shared, oversubscribed CPU")
     p.add_argument("--workloads", nargs="+", choices=["mlp", "vgg"], default=None)
     p.add_argument("--methods", nargs="+", choices=list(METHOD_ORDER), default=None)
+    p.add_argument("--malloc-default", action="store_true",
+                   help="keep glibc's default heap settings (default: eosflow.device.HEAP_ENV, as the workflow's "
+                        "jobs run, for every method alike)")
     p.add_argument("--memory", action="store_true",
                    help="instead: full-batch grad and one HVP of the small VGG over 50,000 CIFAR-shaped images")
     p.add_argument("--memory-n", type=int, default=50_000)
@@ -100,6 +105,8 @@ def run_args(args) -> int:
 
     if getattr(args, "threads", None):
         torch.set_num_threads(args.threads)
+    heap = False if getattr(args, "malloc_default", False) else reuse_freed_memory()  # as the workflow's jobs
+
     if getattr(args, "memory_child", None):
         print(json.dumps(memory_child(args.memory_child, args.n, args.chunk)))
         return 0
@@ -118,7 +125,7 @@ def run_args(args) -> int:
             rows=args.rows, cifar10_dir=cifar, cifar10_origin=origin, clamp=args.clamp,
             clamp_tol=args.clamp_tol if args.clamp_tol is not None else cfg["clamp_tol"],
             clamp_max_iter=cfg["max_iter"], clamp_steps=args.clamp_steps, vgg_clamp_steps=args.vgg_clamp_steps,
-            gd_steps=args.gd_steps)
+            gd_steps=args.gd_steps, heap_reuse=heap)
     except (BenchDataError, ConfigError) as e:
         print(f"eosflow bench: {e}", file=sys.stderr)
         return 2

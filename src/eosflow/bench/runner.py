@@ -248,7 +248,7 @@ def run(quick: bool = False, out: str | os.PathLike | None = None, device: str =
         vgg_track_steps: int | None = None, rows: list[str] | None = None, cifar10_dir: str | None = None,
         cifar10_origin: str = "--cifar10-dir", clamp: float = 0.95, clamp_tol: float = 1e-3,
         clamp_max_iter: int = 100, clamp_steps: int | None = None, vgg_clamp_steps: int | None = None,
-        gd_steps: int | None = None, verbose: bool = True) -> dict:
+        gd_steps: int | None = None, verbose: bool = True, heap_reuse: bool | None = None) -> dict:
     """Run the benchmark and return (and, with ``out``, write) its report. Sizes left None are the
     workload's (:func:`configs`); a step count of 0 drops that row. ``rows``: which of
     :data:`ROWS` to run (default all). ``cifar10_dir``: real CIFAR-10 for the VGG (its origin,
@@ -278,6 +278,7 @@ def run(quick: bool = False, out: str | os.PathLike | None = None, device: str =
         "torch": torch.__version__, "python": platform.python_version(), "machine": platform.machine(),
         "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
         "load_average_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        "heap_reuse": heap_reuse,  # eosflow.device.HEAP_ENV applied to this process (None: not said)
         "hessian_eigenthings": he_version or "not installed (method skipped)",
         "methods": {"scipy_eigsh": "(a) scipy.sparse.linalg.eigsh(which='LA') over a numpy LinearOperator, "
                                    "double-backward HVP, numpy<->torch copies per product",

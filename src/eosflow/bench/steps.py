@@ -55,17 +55,6 @@ def bench_clamp(obj, theta0, lr: float, clamp: float, clamp_tol: float, max_iter
     stepper = ObjectiveStepper(obj)
     sharp = InloopSharpness(obj, clamp_tol, max_iter, clamped=True)
     results = []  # each in-loop measurement's costs, residual, convergence and Hessian-vector product
-    tracker = getattr(sharp, "tracker", None)
-    if tracker is not None:  # see each measurement's result, which InloopSharpness reduces to S
-        tracker_measure = tracker.measure
-
-        def measure_and_keep(*args, **kwargs):
-            res = tracker_measure(*args, **kwargs)
-            results.append({"n_matvec": res.n_matvec, "residual": float(res.residuals[0]),
-                            "converged": bool(res.converged), "product": getattr(res, "product", None)})
-            return res
-
-        tracker.measure = measure_and_keep
 
     def clamped_step(t, theta):
         """The loop's step ``t`` of a clamped run: gradient, metrics, S(θ_t), η_t, update. Returns
@@ -76,6 +65,10 @@ def bench_clamp(obj, theta0, lr: float, clamp: float, clamp_tol: float, max_iter
         if diverged:
             return None, lr_t, math.nan, 0.0
         dt_m, s = timed(lambda: sharp(theta), device) if state.sharpness_due(t, diverged) else (0.0, math.nan)
+        if sharp.last is not None and not math.isnan(s):
+            res = sharp.last
+            results.append({"n_matvec": res.n_matvec, "residual": float(res.residuals[0]),
+                            "converged": bool(res.converged), "product": res.product})
         state.record_sharpness(s)
         lr_t = state.clamped_lr(lr_t)
         return stepper.update(theta, g, [lr_t]), lr_t, s, dt_m
