@@ -161,3 +161,29 @@ def test_tracker_subspace_state_round_trip():
         assert torch.equal(a.eigvals, b.eigvals) and a.n_matvec == b.n_matvec
     H = dense_hessian(obj, thetas[-1], mode="revrev")
     assert abs(float(a.eigvals[0]) - float(torch.linalg.eigvalsh(H)[-1])) < 1e-8 * float(a.eigvals[0])
+
+
+def test_heap_settings_apply_and_keep_results(tmp_path):
+    """The workflow's glibc heap settings are accepted at start-up and by mallopt, and change no
+    number: the same product in a process started with them."""
+    import os
+    import subprocess
+    import sys
+
+    from eosflow.device import HEAP_ENV, reuse_freed_memory
+
+    assert reuse_freed_memory() is True  # Linux, glibc: applied
+    code = ("import torch, sys; from eosflow.device import heap_env_applied; "
+            "from eosflow.spectral.rop import RopHVP; from eosflow.models import build_model; "
+            "from eosflow.objective import Objective; torch.manual_seed(0); "
+            "m = build_model({'arch': 'vgg', 'blocks': 1, 'base_width': 2, 'batch_norm': True, 'activation': 'relu'},"
+            " (3, 8, 8), 3, seed=1).double(); x = torch.randn(8, 3, 8, 8, dtype=torch.float64); "
+            "o = Objective(m, x, torch.arange(8) % 3); t = o.flatten(); "
+            "torch.save((heap_env_applied(), RopHVP(o, t).matvec(torch.ones_like(t))), sys.argv[1])")
+    outs = []
+    for env in (dict(os.environ, **HEAP_ENV), {k: v for k, v in os.environ.items() if k not in HEAP_ENV}):
+        path = tmp_path / f"{len(outs)}.pt"
+        subprocess.run([sys.executable, "-c", code, str(path)], env=env, check=True)
+        outs.append(torch.load(path, weights_only=True))
+    assert outs[0][0] is True and outs[1][0] is False
+    assert torch.equal(outs[0][1], outs[1][1])
