@@ -43,9 +43,9 @@ def hvp_operator(objective, theta: Tensor, kind: str = "auto", block_size: int =
     (:class:`~eosflow.spectral.operators.ObjectiveHVP`: the objective's own ``hvp``/``hvp_batch``)
     or ``"auto"``: ``"objective"`` for blocks on a GPU with a forward-over-reverse objective,
     whose ``vmap`` batches pay off there, and for objectives that only offer ``hvp``/``hvp_batch``;
-    else ``"rop"`` where supported, else ``"cached"`` (the choice measured in
-    ``benchmarks/engine_choice.py``). ``graph_cache_bytes`` bounds what ``"rop"`` and ``"cached"``
-    keep between products (0: nothing).
+    else ``"rop"`` where supported, else ``"cached"`` (measured per architecture:
+    ``benchmarks/hvp_choice.py``, ``python -m eosflow bench``). ``graph_cache_bytes`` bounds what
+    ``"rop"`` and ``"cached"`` keep between products (0: nothing).
     """
     if kind not in HVP_KINDS:
         raise ValueError(f"unknown hvp {kind!r}; allowed: {list(HVP_KINDS)}")
