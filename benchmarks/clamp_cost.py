@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from eosflow.bench.steps import float64_objective
 from eosflow.bench.workloads import fashion_mnist_subset
 from eosflow.models import build_model
 from eosflow.objective import Objective
@@ -43,12 +44,11 @@ def run(obj, lr, epochs, clamp=None, clamp_tol=1e-3):
         n = [r["n_matvec"] for r in fn.tracker.records]
         out.update(hvps_per_measurement_median=statistics.median(n), hvps_per_measurement_mean=statistics.fmean(n),
                    product=fn.tracker.records[-1]["product"])
-        obj64 = Objective(obj.model.double(), obj.x.double(), obj.y, obj.loss_name)
+        obj64 = float64_objective(obj)
         worst = 0.0
         for t in range(0, epochs, 25):
             s = float(top_eigenpairs(obj64, res.snapshots[t].double(), 1, tol=1e-6, max_iter=300).eigvals[0])
             worst = max(worst, float(res.metrics["lr"][t]) * s / (2 * clamp))
-        obj.model.float()
         out["max_lr_s_over_2clamp"] = worst
     return out
 

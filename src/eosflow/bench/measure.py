@@ -6,6 +6,7 @@ from __future__ import annotations
 import ctypes
 import gc
 import resource
+import statistics
 import time
 from pathlib import Path
 
@@ -55,6 +56,11 @@ def _release_memory() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):
         pass
+
+
+def median(xs):
+    """The median as a float, None for no values."""
+    return float(statistics.median(xs)) if xs else None
 
 
 def measured(fn, device: torch.device):

@@ -7,7 +7,6 @@ import json
 import math
 import os
 import platform
-import statistics
 import time
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import torch
 from ..device import resolve_device
 from ..objective import Objective
 from ..spectral import SpectrumTracker, top_eigenpairs
-from .measure import explicit_residuals, measured, product_of
+from .measure import explicit_residuals, measured, median, product_of
 from .references import HE_VERSION, EigenthingsMethod, ScipyBaseline, calibrate_eigenthings, hessian_eigenthings_available
 from .steps import bench_clamp, bench_gd_vs_torch
 from .targets import format_targets, targets
@@ -50,10 +49,6 @@ def warm_up(obj: Objective, theta, methods) -> None:
         elif name == "eosflow_cached":
             top_eigenpairs(small, theta, 2, tol=1e-2, max_iter=6, hvp="cached")
     small.loss_grad(theta)
-
-
-def _median(xs):
-    return float(statistics.median(xs)) if xs else None
 
 
 def _rel_diff(a, b) -> float:
@@ -106,7 +101,7 @@ def bench_cold(obj, theta, k: int, tol: float, reps: int, device, methods, he_m0
             r = {"eigvals": [float(x) for x in r.eigvals.cpu()], "eigvecs": r.eigvecs, "n_matvec": r.n_matvec}
         runs[name] = r
         res = explicit_residuals(obj, theta, r["eigvals"], r["eigvecs"])
-        entry.update({"time_s": _median(times), "times_s": [round(t, 4) for t in times], "n_matvec": r["n_matvec"],
+        entry.update({"time_s": median(times), "times_s": [round(t, 4) for t in times], "n_matvec": r["n_matvec"],
                       "eigvals": r["eigvals"], "residuals": res, "max_residual": max(res),
                       "meets_tol": max(res) <= tol,
                       "peak_rss_mb": max(m["peak_rss_mb"] for m in mems),
@@ -173,19 +168,19 @@ def bench_tracking(obj, theta0, k: int, tol: float, steps: int, lr_factor: float
     out = {
         "k": k, "tol": tol, "steps": len(recs), "lr": lr, "lr_factor": lr_factor, "sharpness_theta0": s0,
         "stability_limit_2_over_lr": 2.0 / lr, "sharpness_first_last": [sharp[0], sharp[-1]],
-        "sharpness_median": _median(sharp),
-        "median_measure_s": _median(meas), "median_gd_step_s": _median(gd),
-        "median_gd_plus_measure_s": _median([a + b for a, b in zip(meas, gd)]),
+        "sharpness_median": median(sharp),
+        "median_measure_s": median(meas), "median_gd_step_s": median(gd),
+        "median_gd_plus_measure_s": median([a + b for a, b in zip(meas, gd)]),
         "mean_n_matvec": float(np.mean([r["n_matvec"] for r in recs])),
-        "first_n_matvec": recs[0]["n_matvec"], "median_n_matvec_warm": _median([r["n_matvec"] for r in recs[1:]]),
+        "first_n_matvec": recs[0]["n_matvec"], "median_n_matvec_warm": median([r["n_matvec"] for r in recs[1:]]),
         "all_converged": all(r["converged"] for r in recs),
         "max_residual": max(float(r["residuals"].max()) for r in recs),
         "compare_scipy": comp, "product": product_of(products),
     }
     if comp:
-        out["scipy_median_s"] = _median([c["scipy_eigsh_s"] for c in comp])
+        out["scipy_median_s"] = median([c["scipy_eigsh_s"] for c in comp])
         out["ratio_scipy_vs_tracking_median"] = round(out["scipy_median_s"] / out["median_measure_s"], 3)
-        out["ratio_same_steps_median"] = _median([c["ratio"] for c in comp])
+        out["ratio_same_steps_median"] = median([c["ratio"] for c in comp])
         out["max_rel_diff_vs_scipy"] = max(c["max_rel_diff"] for c in comp)
     return out
 

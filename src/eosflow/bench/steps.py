@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import copy
 import math
-import statistics
 
 import torch
 import torch.nn.functional as F
@@ -23,12 +22,8 @@ from ..runs import UNIT_MAX_ITER, UNIT_TOL, InloopSharpness
 from ..spectral import top_eigenpairs
 from ..training.state import RunState, TrainConfig
 from ..training.steppers import ObjectiveStepper
-from .measure import product_of, timed
+from .measure import median, product_of, timed
 from .references import _model_at
-
-
-def _median(xs):
-    return float(statistics.median(xs)) if xs else None
 
 
 def eosflow_gd_step(stepper: ObjectiveStepper, theta, lr: float):
@@ -110,11 +105,11 @@ def bench_clamp(obj, theta0, lr: float, clamp: float, clamp_tol: float, max_iter
     return {
         "clamp": clamp, "clamp_tol": clamp_tol, "max_iter": max_iter, "lr": lr, "steps": len(plain_s),
         "status": status,
-        "median_gd_step_s": _median(plain_s), "median_clamped_step_s": _median(clamped_s),
-        "median_measure_s": _median(measure_s),
-        "ratio_clamped_vs_plain": (_median(clamped_s) / _median(plain_s)) if plain_s else None,
-        "n_matvec_per_measurement": {"first": nmv[0] if nmv else None, "median": _median(nmv),
-                                     "median_warm": _median(nmv[1:]), "mean": sum(nmv) / len(nmv) if nmv else None,
+        "median_gd_step_s": median(plain_s), "median_clamped_step_s": median(clamped_s),
+        "median_measure_s": median(measure_s),
+        "ratio_clamped_vs_plain": (median(clamped_s) / median(plain_s)) if plain_s else None,
+        "n_matvec_per_measurement": {"first": nmv[0] if nmv else None, "median": median(nmv),
+                                     "median_warm": median(nmv[1:]), "mean": sum(nmv) / len(nmv) if nmv else None,
                                      "max": max(nmv, default=None)},
         "all_converged": all(r["converged"] for r in results) if results else None,
         "max_residual": max((r["residual"] for r in results), default=None),
@@ -191,8 +186,8 @@ def bench_gd_vs_torch(obj, theta0, lr: float, steps: int, device) -> dict:
         eos_s.append(dt)
     return {"steps": steps, "lr": lr, "n_chunks": len(chunks), "order": "interleaved: bare, eosflow, bare, ...",
             "eosflow_step": "eosflow.training.steppers.ObjectiveStepper.loss_grad_acc + update (run_loop's step)",
-            "median_bare_s": _median(bare_s), "median_eosflow_s": _median(eos_s),
-            "ratio_eosflow_vs_bare": _median(eos_s) / _median(bare_s) if steps else None,
+            "median_bare_s": median(bare_s), "median_eosflow_s": median(eos_s),
+            "ratio_eosflow_vs_bare": median(eos_s) / median(bare_s) if steps else None,
             "bare_times_s": [round(x, 5) for x in bare_s], "eosflow_times_s": [round(x, 5) for x in eos_s],
             "first_update_rel_diff": diff, "same_update": diff <= 1e-3}
 
