@@ -39,3 +39,14 @@ def code_marker(tmp_path):
     """``(obj, path)``: an object whose unpickling would create ``path``; no read may create it."""
     path = tmp_path / "marker"
     return _Marker(path), path
+
+
+def pytest_collection_modifyitems(config, items):
+    """The full calibration (marker ``calibration``, 20,000 trials a cell) runs only when asked for with
+    ``-m calibration``; the default run has its fast version."""
+    if "calibration" in (config.getoption("-m") or ""):
+        return
+    skip = pytest.mark.skip(reason="the full calibration runs with -m calibration")
+    for item in items:
+        if "calibration" in item.keywords:
+            item.add_marker(skip)

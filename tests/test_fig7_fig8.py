@@ -1,6 +1,5 @@
 """fig7 and fig8 (from the fig5 sweep): the rotation ρ, the rank correlations and their claims on synthetic
 summaries with known answers, both figures drawn, and one tiny workflow run."""
-import itertools
 import json
 import math
 
@@ -8,6 +7,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
+from eosflow.claims import decide
 from eosflow.figures import sweep_stats as st
 from eosflow.figures.fig7 import make_fig7, table_cells
 from eosflow.figures.fig8 import make_fig8
@@ -87,29 +87,36 @@ def test_seed_spearman_known_value_and_diverged_runs_excluded():
     order = {0.5: 2, 1.0: 1, 1.4: 4, 2.0: 3, 2.8: 5}
     ds = summary(lambda r, s: 0.5 + 0.01 * order[r], sharp=lambda r, s: r, ratios=tuple(order), seeds=(0, 1),
                  diverged=lambda r, s: s == 1 and r > 1.2)
-    rows = st.seed_spearman(ds, "sharpness_final")
-    assert rows[0] == {"seed": 0, "runs": 5, "diverged": 0, "spearman": pytest.approx(0.8), "contributes": True}
-    assert rows[1] == {"seed": 1, "runs": 2, "diverged": 3, "spearman": None, "contributes": False}
+    rows = st.seed_spearman(ds, "sharpness_final", min_runs=4)
+    assert rows[0] == {"seed": 0, "runs": 5, "diverged": 0, "diverged_counted": "excluded",
+                       "spearman": pytest.approx(0.8), "contributes": True}
+    assert rows[1] == {"seed": 1, "runs": 2, "diverged": 3, "diverged_counted": "excluded", "spearman": None,
+                       "contributes": False}
+    # with the diverged runs at chance accuracy (fig8's eta0), seed 1 keeps all 5 runs: 2 rising, 3 at chance
+    at_chance = st.seed_spearman(ds, "lr", min_runs=4, chance=0.1)
+    assert at_chance[1]["runs"] == 5 and at_chance[1]["diverged_counted"] == "at chance"
+    from scipy.stats import spearmanr
+    assert at_chance[1]["spearman"] == pytest.approx(spearmanr([1, 2, 3, 4, 5], [0.52, 0.51, 0.1, 0.1, 0.1]).statistic)
     # a run without a rotation drops out of that correlation only
     ds["rotation"].values[1] = np.nan
-    assert st.seed_spearman(ds, "rotation")[0]["runs"] == 4
-    assert st.seed_spearman(ds, "sharpness_final")[0]["runs"] == 5
+    assert st.seed_spearman(ds, "rotation", min_runs=4)[0]["runs"] == 4
+    assert st.seed_spearman(ds, "sharpness_final", min_runs=4)[0]["runs"] == 5
 
 
-def test_pooled_spearman_and_its_seed_bootstrap():
-    rng = np.random.default_rng(1)
-    groups = [(rng.normal(size=6), rng.normal(size=6)) for _ in range(3)]
-    value = st.pooled_spearman(groups)
-    from scipy.stats import spearmanr
-    assert value == pytest.approx(spearmanr(np.concatenate([g[0] for g in groups]),
-                                            np.concatenate([g[1] for g in groups])).statistic)
-    # 3 seeds: every multiset of seeds has probability >= 1/27 > 2.5 %, so the 95 % interval runs from the
-    # smallest to the largest pooled value over the 10 multisets
-    values = [st.pooled_spearman([groups[i] for i in m])
-              for m in itertools.combinations_with_replacement(range(3), 3)]
-    lo, hi = st.seed_bootstrap_interval(groups)
-    assert lo == pytest.approx(min(values)) and hi == pytest.approx(max(values))
-    assert st.seed_bootstrap_interval(groups[:2]) is None  # fewer than 3 values
+def test_rank_claim_decides_on_per_seed_correlations_with_their_block_sizes():
+    rows = [{"seed": s, "runs": m, "diverged": 0, "diverged_counted": "excluded", "spearman": r, "contributes": True}
+            for s, (m, r) in enumerate([(9, 0.9), (8, 0.8), (9, 0.85)])]
+    rows.append({"seed": 3, "runs": 3, "diverged": 6, "diverged_counted": "excluded", "spearman": None,
+                 "contributes": False})
+    c = st.rank_claim("fig7.rotation", rows, "mlp")
+    assert c.kind == "rank" and c.values == pytest.approx([0.9, 0.8, 0.85]) and c.evidence == {"seeds": 3}
+    assert c.value == pytest.approx(0.85) and c.verdict == "holds" and c.name.startswith("mlp: ")
+    ref = decide([0.9, 0.8, 0.85], ">", 0, "rank", sizes=[9, 8, 9])
+    assert c.p_holds == pytest.approx(ref.p_holds) and c.interval == pytest.approx(list(ref.interval))
+    assert "3 of 4 seeds count" in c.note
+    # the same correlations as blocks of 4 runs are weaker evidence (the exact null of 4 runs is wide)
+    weak = [dict(r, runs=4) for r in rows[:3]]
+    assert st.rank_claim("fig7.rotation", weak, "mlp").p_holds > c.p_holds
 
 
 def test_rho_table_per_multiple_of_the_limit():
@@ -145,39 +152,68 @@ def draw(tmp_path, ds, fig):
     return by_name(claims), data
 
 
-def test_fig8_claims_hold_and_diverged_runs_do_not_count(tmp_path):
-    # accuracy rises with eta0 and 1 - rho and falls with S_final; the largest eta0 diverges, with junk
-    c, data = draw(tmp_path, summary(rising, diverged=lambda r, s: r > 3), "fig8")
-    for name in ("flatter generalizes better: accuracy falls as S_final rises",
-                 "accuracy rises with the eigenspace rotation 1 - rho", "accuracy rises with eta0"):
+FLAT = "flatter generalizes better: accuracy falls as S_final rises"
+ROT = "accuracy rises with the eigenspace rotation 1 - rho"
+ETA = "accuracy rises with eta0"
+
+
+def test_fig8_claims_hold_at_three_seeds(tmp_path):
+    # accuracy rises with eta0 and 1 - rho and falls with S_final, on every seed: a strong effect decides at 3 seeds
+    c, data = draw(tmp_path, summary(rising), "fig8")
+    for name, cid in ((FLAT, "fig8.sharpness"), (ROT, "fig8.rotation"), (ETA, "fig8.eta0")):
+        assert c[name].id == cid and c[name].kind == "rank"
         assert c[name].verdict == "holds" and c[name].evidence == {"seeds": 3} and c[name].minimum == {"seeds": 3}
-    assert c["accuracy rises with eta0"].value == pytest.approx(1.0)
-    assert c["accuracy rises with eta0"].interval == pytest.approx([1.0, 1.0])
-    assert c["flatter generalizes better: accuracy falls as S_final rises"].value == pytest.approx(-1.0)
-    assert len(data["diverged_runs"]) == 3 and data["runs"]["diverged"] == 3
-    assert [r["runs"] for r in data["correlations"]["a"]["lr"]] == [8, 8, 8]
-    # descriptive: kept at chance instead, the top run ranks last: 1 - 6 (8 * 1 + 8**2) / (9 * 80) = 0.4
-    assert data["eta0_with_diverged_at_chance"]["a"]["mean"] == pytest.approx(0.4)
+    assert c[ETA].value == pytest.approx(1.0) and c[FLAT].value == pytest.approx(-1.0)
+    assert c[ETA].interval_kind == "null band" and c[ETA].interval[0] < 0 < c[ETA].interval[1]
+    assert [r["runs"] for r in data["correlations"]["a"]["lr"]] == [9, 9, 9]
+
+
+def test_fig8_counts_diverged_runs_at_chance_in_the_eta0_claim(tmp_path):
+    """Bias fixed (issue 23): fig8 left diverged runs out of "accuracy rises with eta0", which favours it.
+
+    Accuracy rises with eta0 over each seed's six smaller eta0 and the three largest diverge. The old code,
+    diverged runs left out, had Spearman +1 on every seed: "holds" (its bootstrap interval [1, 1], and the
+    rank test on those values holds too). Counted at chance accuracy, as fig5 counts them, the three largest
+    eta0 rank last: about -0.39 per seed, and the claim does not hold. S_final and 1 - rho still leave the
+    diverged runs out (no final state)."""
+    ds = summary(rising, diverged=lambda r, s: r > 1.9)  # 2, 2.8 and 4 x eta_eos
+    c, data = draw(tmp_path, ds, "fig8")
+    old = data["eta0_with_diverged_excluded"]["a"]
+    assert old["mean"] == pytest.approx(1.0)
+    assert decide(list(old["per_seed"].values()), ">", 0, "rank", sizes=[6, 6, 6]).verdict == "holds"
+    from scipy.stats import spearmanr
+    expected = spearmanr(RATIOS, [rising(r, 0) for r in RATIOS[:6]] + [0.1] * 3).statistic
+    assert expected < 0
+    eta = c[ETA]
+    assert eta.verdict != "holds" and eta.value == pytest.approx(expected)
+    assert [r["runs"] for r in data["correlations"]["a"]["lr"]] == [9, 9, 9]
+    assert "at chance" in eta.note
+    # S_final and 1 - rho: the 6 runs that did not diverge, junk left out
+    assert [r["runs"] for r in data["correlations"]["a"]["sharpness_final"]] == [6, 6, 6]
+    assert c[FLAT].verdict == "holds" and c[FLAT].value == pytest.approx(-1.0) and c[ROT].verdict == "holds"
+    assert len(data["diverged_runs"]) == 9 and data["runs"]["diverged"] == 9
 
 
 def test_fig8_claims_fail_when_accuracy_falls(tmp_path):
     c, _ = draw(tmp_path, summary(lambda r, s: 0.9 - 0.05 * r), "fig8")
-    assert c["accuracy rises with eta0"].verdict == "fails"
-    assert c["accuracy rises with the eigenspace rotation 1 - rho"].verdict == "fails"
-    assert c["flatter generalizes better: accuracy falls as S_final rises"].verdict == "fails"
+    assert c[ETA].verdict == "fails"
+    assert c[ROT].verdict == "fails"
+    assert c[FLAT].verdict == "fails"
 
 
 def test_fig8_undetermined_when_seeds_disagree_or_are_too_few(tmp_path):
-    # seed 0 rises, seeds 1 and 2 fall: the interval over seeds straddles 0
+    # seed 0 rises, seeds 1 and 2 fall: mean -1/3, inside the null band of 3 blocks of 9 runs
     c, _ = draw(tmp_path, summary(lambda r, s: 0.7 + (0.02 if s == 0 else -0.02) * r), "fig8")
-    eta = c["accuracy rises with eta0"]
-    assert eta.verdict == "undetermined" and "contains the threshold" in eta.reason
-    # two seeds, or seeds left with fewer than MIN_RUNS usable runs: too little evidence
+    eta = c[ETA]
+    assert eta.verdict == "undetermined" and eta.value == pytest.approx(-1 / 3)
+    assert "above 0.025" in eta.reason and eta.needed is not None and eta.needed > 3
+    # two seeds, or seeds left with fewer than min_runs usable runs: too little evidence
     c, _ = draw(tmp_path, summary(rising, seeds=(0, 1)), "fig8")
     assert {x.verdict for x in c.values()} == {"undetermined"}
     assert all("seeds 2 < 3" in x.reason for x in c.values())
     c, _ = draw(tmp_path, summary(rising, diverged=lambda r, s: s == 2 and r > 0.5), "fig8")
-    assert all("seeds 2 < 3" in x.reason for x in c.values())
+    assert "seeds 2 < 3" in c[FLAT].reason and "seeds 2 < 3" in c[ROT].reason
+    assert c[ETA].evidence == {"seeds": 3}  # at chance, seed 2 keeps its 9 runs in the eta0 correlation
 
 
 def test_fig7_claims_and_settings(tmp_path):
@@ -186,7 +222,8 @@ def test_fig7_claims_and_settings(tmp_path):
     claims = make_fig7(ds, tmp_path / "f.pdf", tmp_path / "f.png", tmp_path / "c.json")
     c = {x.name: x for x in claims}
     turns = c["mlp: a larger eta0 turns the top-k eigenspace more"]
-    assert turns.verdict == "holds" and 0.8 < turns.value < 1  # seeds offset 1 - rho: pooled ranks interleave
+    assert turns.verdict == "holds" and turns.value == pytest.approx(1.0)  # per seed: the offset does not matter
+    assert turns.id == "fig7.rotation" and turns.kind == "rank" and turns.evidence == {"seeds": 3}
     assert c["cnn: a larger eta0 turns the top-k eigenspace more"].verdict == "fails"
     assert c["mlp: a larger eta0 ends flatter"].verdict == "holds"
     assert c["mlp: a larger eta0 ends flatter"].value == pytest.approx(-1.0)
@@ -195,6 +232,8 @@ def test_fig7_claims_and_settings(tmp_path):
     c2 = {x.name: x for x in make_fig7(summary(rising, seeds=(0,)), tmp_path / "f.pdf", tmp_path / "f.png",
                                        tmp_path / "c.json")}
     assert {x.verdict for x in c2.values()} == {"undetermined"}
+    assert all("seeds 1 < 3" in x.reason for x in c2.values())
+    assert "bootstrap" not in (tmp_path / "c.json").read_text()
 
 
 def test_figures_draw_every_usable_run(tmp_path):

@@ -11,8 +11,9 @@ from test_fig2 import FIG2, FIG3, trace_cube
 from test_workflow import check_claims, copy_workflow, snakemake
 
 from eosflow.config import ConfigError, validate_config
+from eosflow.claims import REGISTRY
 from eosflow.figures.fig9 import (
-    DROP_MARGIN, diverged_per_lr, fig9_claims, make_fig9, outcome, run_rows, seed_table,
+    COLLAPSE_ACC, diverged_per_lr, fig9_claims, make_fig9, outcome, run_rows, seed_table,
 )
 from eosflow.files import save_torch
 from eosflow.landscape import run_slices
@@ -41,39 +42,61 @@ def summary(acc_by_seed: dict, eta_eos: dict, diverge_from: dict | None = None, 
 
 
 #           0.025 0.05  0.1   0.2   0.4   0.8   1.6   3.2   6.4
-PEAKED = [0.70, 0.71, 0.72, 0.75, 0.78, 0.74, 0.60, 0.1, 0.1]  # best at 0.4; 1.6 is 0.18 below it
+PEAKED = [0.70, 0.71, 0.72, 0.75, 0.78, 0.74, 0.60, 0.1, 0.1]  # best at 0.4; 1.6 is 0.13 below the others' median
 LOW = [0.76, 0.78, 0.75, 0.74, 0.72, 0.70, 0.69, 0.1, 0.1]  # best at 0.05
+SIX = range(6)
 
 
-def by_name(claims):
-    return {c.name: c for c in claims}
+def by_id(claims):
+    return {c.id: c for c in claims}
+
+
+def test_collapse_threshold_is_the_registrys():
+    assert COLLAPSE_ACC == REGISTRY.param("fig9.falls", "collapse_acc") == REGISTRY.param("fig9.peak", "collapse_acc")
 
 
 def test_peak_above_the_limit_and_fall_before_divergence_hold(tmp_path):
-    ds = summary({0: PEAKED, 1: PEAKED, 2: PEAKED}, {0: 0.1, 1: 0.1, 2: 0.05}, {0: 3.2, 1: 3.2, 2: 3.2})
+    """Six seeds peaked above their limits (0.1 or 0.05) and falling before divergence at 3.2: both
+    claims hold by the sign test (6 of 6: p = 1/64)."""
+    eos = {s: 0.05 if s == 2 else 0.1 for s in SIX}
+    ds = summary({s: PEAKED for s in SIX}, eos, {s: 3.2 for s in SIX})
     table = seed_table(run_rows(ds))
-    assert [t["eta_best"] for t in table] == [0.4, 0.4, 0.4]
-    assert [t["log2_best_over_eos"] for t in table] == pytest.approx([2.0, 2.0, 3.0])
-    assert [t["eta_last"] for t in table] == [1.6] * 3 and [t["eta_first_failed"] for t in table] == [3.2] * 3
-    assert [t["drop"] for t in table] == pytest.approx([0.18] * 3)
-    c = by_name(fig9_claims(run_rows(ds)))
-    peak, fall = c["accuracy peaks at an eta above the stability limit"], c["accuracy falls before divergence"]
-    assert peak.verdict == "holds" and peak.value == pytest.approx(7 / 3) and peak.interval[0] > 0
-    assert fall.verdict == "holds" and fall.value == pytest.approx(0.18) and fall.interval[0] > DROP_MARGIN
-    assert "fraction of seeds whose drop exceeds 0.01: 1 (3 seeds)" in fall.note
-    assert diverged_per_lr(run_rows(ds))[-2:] == [{"lr": 3.2, "runs": 3, "diverged": 3, "collapsed": 0},
-                                                  {"lr": 6.4, "runs": 3, "diverged": 3, "collapsed": 0}]
-    assert sum(d["diverged"] for d in diverged_per_lr(run_rows(ds))) == 6
+    assert [t["eta_best"] for t in table] == [0.4] * 6
+    assert [t["log2_best_over_eos"] for t in table] == pytest.approx([2.0, 2.0, 3.0, 2.0, 2.0, 2.0])
+    assert [t["eta_last"] for t in table] == [1.6] * 6 and [t["eta_first_failed"] for t in table] == [3.2] * 6
+    assert [t["acc_others_median"] for t in table] == pytest.approx([0.73] * 6)  # median of 0.70-0.78
+    assert [t["fall"] for t in table] == pytest.approx([-0.13] * 6)
+    c = by_id(fig9_claims(run_rows(ds)))
+    peak, fall = c["fig9.peak"], c["fig9.falls"]
+    assert peak.verdict == "holds" and peak.value == pytest.approx(2.0) and peak.p_holds == pytest.approx(1 / 64)
+    assert fall.verdict == "holds" and fall.value == pytest.approx(-0.13) and fall.interval[1] < 0
+    assert peak.kind == fall.kind == "median" and peak.evidence == fall.evidence == {"seeds": 6}
+    assert "6 of 6 seeds have their best eta above their limit" == peak.note
+    assert fall.note.startswith("6 of 6 seeds: the last trained eta before failure is below")
+    assert diverged_per_lr(run_rows(ds))[-2:] == [{"lr": 3.2, "runs": 6, "diverged": 6, "collapsed": 0},
+                                                  {"lr": 6.4, "runs": 6, "diverged": 6, "collapsed": 0}]
     claims, fig = make_fig9(ds, tmp_path / "f.pdf", tmp_path / "f.png", tmp_path / "f.json", keep_open=True)
     assert "fmnist_cnn" in fig._suptitle.get_text()
     out = json.loads((tmp_path / "f.json").read_text())
-    assert out["figure"] == "fig9" and out["verdicts"]["holds"] == 2 and len(out["runs"]) == 27
+    assert out["figure"] == "fig9" and out["verdicts"]["holds"] == 2 and len(out["runs"]) == 54
+    assert [t["fall"] for t in out["seeds"]] == pytest.approx([-0.13] * 6) and out["collapse_acc"] == 0.15
     assert (tmp_path / "f.pdf").read_bytes()[:4] == b"%PDF"
+
+
+def test_three_seeds_cannot_decide():
+    """The sign test's smallest p at 3 seeds is 1/8: the same profiles are undetermined, with the seeds
+    that would decide them (the old mean with a bootstrap interval said both hold)."""
+    ds = summary({0: PEAKED, 1: PEAKED, 2: PEAKED}, {0: 0.1, 1: 0.1, 2: 0.05}, {0: 3.2, 1: 3.2, 2: 3.2})
+    for c in fig9_claims(run_rows(ds)):
+        assert c.verdict == "undetermined" and c.needed == 12 and "3 seeds cannot reach" in c.reason
+    two = summary({0: PEAKED, 1: PEAKED}, {0: 0.1, 1: 0.1}, {0: 3.2, 1: 3.2})
+    for claim in fig9_claims(run_rows(two)):
+        assert claim.verdict == "undetermined" and "seeds 2 < 3" in claim.reason
 
 
 def test_a_collapsed_run_fails_like_a_diverged_one():
     # seed 0 collapses to chance at 1.6 (status max_epochs) and diverges from 3.2; seed 1 collapses at
-    # 1.6-6.4 and never diverges: for both, the last run before failure is 0.8 (0.04 below the peak)
+    # 1.6-6.4 and never diverges: for both, the last run before failure is 0.8 (0.74; the others' median 0.72)
     collapsing = PEAKED[:6] + [0.1, 0.1, 0.1]
     ds = summary({0: collapsing, 1: collapsing, 2: PEAKED}, {0: 0.1, 1: 0.1, 2: 0.1}, {0: 3.2, 2: 3.2})
     ds["status"].values[ds["final_train_acc"].values <= 0.1] = "diverged"
@@ -82,53 +105,93 @@ def test_a_collapsed_run_fails_like_a_diverged_one():
     rows = run_rows(ds)
     assert [outcome(r) for r in rows if r["seed"] == 1][-3:] == ["collapsed"] * 3
     table = seed_table(rows)
-    assert [t["eta_last"] for t in table] == [0.8, 0.8, 1.6]
-    assert [t["drop"] for t in table] == pytest.approx([0.04, 0.04, 0.18])
+    assert [t["eta_last"] for t in table] == [0.8, 0.8, 1.6] and [t["n_trained"] for t in table] == [6, 6, 7]
+    assert [t["fall"] for t in table] == pytest.approx([0.02, 0.02, -0.13])
     counts = {d["lr"]: (d["diverged"], d["collapsed"]) for d in diverged_per_lr(rows)}
     assert counts[1.6] == (0, 2) and counts[3.2] == (2, 1) and counts[0.8] == (0, 0)
-    fall = by_name(fig9_claims(rows))["accuracy falls before divergence"]
-    assert fall.evidence == {"seeds": 3} and fall.value == pytest.approx(0.26 / 3)
+    fall = by_id(fig9_claims(rows))["fig9.falls"]
+    assert fall.evidence == {"seeds": 3} and fall.value == pytest.approx(0.02) and fall.verdict == "undetermined"
 
 
-def test_peak_below_the_limit_fails_and_a_flat_top_does_not_fall():
-    # best at 0.05, limits 0.1-0.2: log2 ratios -1, -1, -2; the last run before divergence (0.8, seed 0
-    # diverges from 1.6) is only 0.008 below a flat top for seed 0
-    flat = [0.76, 0.78, 0.775, 0.774, 0.773, 0.772, 0.1, 0.1, 0.1]
-    ds = summary({0: flat, 1: LOW, 2: LOW}, {0: 0.1, 1: 0.1, 2: 0.2}, {0: 1.6, 1: 3.2, 2: 3.2})
-    c = by_name(fig9_claims(run_rows(ds)))
-    peak, fall = c["accuracy peaks at an eta above the stability limit"], c["accuracy falls before divergence"]
-    assert peak.verdict == "fails" and peak.value == pytest.approx(-4 / 3)
-    assert [t["drop"] for t in seed_table(run_rows(ds))] == pytest.approx([0.008, 0.09, 0.09])
-    assert fall.value == pytest.approx((0.008 + 0.09 + 0.09) / 3)
-    assert "fraction of seeds whose drop exceeds 0.01: 0.667" in fall.note
+def test_peak_below_the_limit_fails_and_a_falling_profile_falls():
+    # best at 0.05, limits 0.1-0.2: log2 ratios -1 or -2 in all six seeds; accuracy falls steadily, so
+    # the last trained run (1.6, 0.69) is below the others' median (0.745)
+    eos = {s: 0.1 if s % 2 else 0.2 for s in SIX}
+    c = by_id(fig9_claims(run_rows(summary({s: LOW for s in SIX}, eos, {s: 3.2 for s in SIX}))))
+    assert c["fig9.peak"].verdict == "fails" and c["fig9.peak"].values == pytest.approx([-2.0, -1.0] * 3)
+    assert c["fig9.falls"].verdict == "holds" and c["fig9.falls"].value == pytest.approx(0.69 - 0.745)
 
 
-def test_no_divergence_and_too_few_seeds_are_undetermined():
+def test_no_divergence_leaves_falls_undetermined():
     trained = PEAKED[:7] + [0.5, 0.4]
-    ds = summary({0: trained, 1: trained, 2: trained}, {0: 0.1, 1: 0.1, 2: 0.1})  # nothing failed
-    c = by_name(fig9_claims(run_rows(ds)))
-    fall = c["accuracy falls before divergence"]
+    ds = summary({s: trained for s in SIX}, {s: 0.1 for s in SIX})  # nothing failed
+    c = by_id(fig9_claims(run_rows(ds)))
+    fall = c["fig9.falls"]
     assert fall.verdict == "undetermined" and fall.value is None and "divergence not reached" in fall.note
-    assert c["accuracy peaks at an eta above the stability limit"].verdict == "holds"
-    two = summary({0: PEAKED, 1: PEAKED}, {0: 0.1, 1: 0.1}, {0: 3.2, 1: 3.2})
-    for claim in fig9_claims(run_rows(two)):
-        assert claim.verdict == "undetermined" and "seeds 2 < 3" in claim.reason
+    assert fall.reason == "too little evidence: seeds 0 < 3"
+    assert c["fig9.peak"].verdict == "holds"
 
 
-def test_no_run_above_the_limit_is_undetermined():
-    ds = summary({0: PEAKED, 1: PEAKED, 2: PEAKED}, {0: 10.0, 1: 10.0, 2: 10.0}, {0: 3.2, 1: 3.2, 2: 3.2})
-    peak = by_name(fig9_claims(run_rows(ds)))["accuracy peaks at an eta above the stability limit"]
-    assert peak.verdict == "undetermined" and "no trained (non-diverged, non-collapsed) run lies" in peak.note
+def test_no_run_above_the_limit_fails_the_peak():
+    """Limits of 10 (past the grid): every seed's best lies below its limit, so the peak claim fails at 6
+    seeds (the old code counted no seed and said undetermined)."""
+    ds = summary({s: PEAKED for s in SIX}, {s: 10.0 for s in SIX}, {s: 3.2 for s in SIX})
+    peak = by_id(fig9_claims(run_rows(ds)))["fig9.peak"]
+    assert peak.verdict == "fails" and peak.values == pytest.approx([np.log2(0.4 / 10)] * 6)
+    assert peak.note == "0 of 6 seeds have their best eta above their limit"
+
+
+def test_peak_counts_the_seeds_that_diverge_right_above_their_limit():
+    """Bias fixed: four seeds peak above their limits (log2 ratios 2, 2, 3, 2); two (limit 0.15) diverge
+    from 0.2, right above their limit, so their best trained eta (0.1) lies below it (log2 -0.58). The old
+    code counted only seeds with a trained run above their own limit: it dropped those two and said the
+    peak claim **holds** (mean 2.25 over 4 seeds, bootstrap interval within [2, 3]). Every seed counts now:
+    4 of 6 above, sign test p = 22/64: undetermined."""
+    eos = {0: 0.1, 1: 0.1, 2: 0.05, 3: 0.1, 4: 0.15, 5: 0.15}
+    ds = summary({s: PEAKED for s in SIX}, eos, {0: 3.2, 1: 3.2, 2: 3.2, 3: 3.2, 4: 0.2, 5: 0.2})
+    rows = run_rows(ds)
+    table = seed_table(rows)
+    # what the old code kept: seeds with a trained run above 1.01 x their limit
+    kept = [t["seed"] for t in table if any(r["seed"] == t["seed"] and outcome(r) == "trained"
+                                            and r["lr"] > 1.01 * t["eta_eos"] for r in rows)]
+    assert kept == [0, 1, 2, 3] and np.mean([table[s]["log2_best_over_eos"] for s in kept]) == pytest.approx(2.25)
+    peak = by_id(fig9_claims(rows))["fig9.peak"]
+    assert peak.values == pytest.approx([2, 2, 3, 2, np.log2(0.1 / 0.15), np.log2(0.1 / 0.15)])
+    assert peak.verdict == "undetermined" and peak.p_holds == pytest.approx(22 / 64) and peak.evidence == {"seeds": 6}
+
+
+def test_a_flat_profile_does_not_fall():
+    """Bias fixed: accuracy flat in eta (0.75 plus noise from one set of seven offsets, each seed's last
+    trained run, at 1.6, a different one of them; divergence from 3.2). The old statistic, peak minus the
+    last run's accuracy, is >= 0 by construction: here 0.011-0.04 > 0.01 in every seed, so the old code
+    said "accuracy falls before divergence" **holds** (mean 0.024, bootstrap interval within [0.011,
+    0.04]). The last run against the median of the seed's other runs: 3 of 6 below, 3 above:
+    undetermined."""
+    offsets = [-0.02, -0.012, -0.004, 0.0, 0.003, 0.009, 0.02]
+    accs = {}
+    for s in SIX:
+        rest = [d for d in offsets if d != offsets[s]]
+        rest = rest[s:] + rest[:s]  # a different order per seed
+        accs[s] = [0.75 + d for d in rest + [offsets[s]]] + [0.1, 0.1]
+    rows = run_rows(summary(accs, {s: 0.1 for s in SIX}, {s: 3.2 for s in SIX}))
+    table = seed_table(rows)
+    old = [t["peak_acc"] - t["acc_last"] for t in table]
+    assert all(d > 0.01 for d in old) and np.mean(old) == pytest.approx(0.024)
+    fall = by_id(fig9_claims(rows))["fig9.falls"]
+    assert fall.values == pytest.approx([-0.0215, -0.0135, -0.0055, 0.0005, 0.005, 0.011])
+    assert fall.verdict == "undetermined" and fall.p_holds == pytest.approx(42 / 64)
 
 
 def test_fig12_plan_is_fig3s_for_fig3s_block():
     cube, _ = trace_cube()
     fig2_plan = plan_fig2(cube, FIG2, FIG3)
-    block = {**{k: FIG2[k] for k in ("setting", "lr", "seed", "min_rise", "instabilities")}, **FIG3}
+    block = {**{k: FIG2[k] for k in ("setting", "lr", "lr_relative", "seeds", "min_rise", "instabilities")}, **FIG3}
     plan = plan_slices(cube, block)
     assert plan["slice_steps"] == fig2_plan["fig3_steps"] and plan["slice_steps"]
-    for key in ("chosen", "instabilities", "lr", "seed", "last_step", "min_rise"):
+    for key in ("chosen", "instabilities", "lr", "seed", "lr_relative", "eta_eos", "last_step", "min_rise"):
         assert plan[key] == fig2_plan[key], key
+    seed3, _ = trace_cube(seed=3)  # eta and seed are the run's own (the training job placed eta)
+    assert plan_slices(seed3, block)["seed"] == 3 and plan["lr"] == float(cube["lr"])
     assert plan["slice_instability"] == fig2_plan["fig3_instability"] == 2
     assert plan_slices(cube, {**block, "instability": 3})["slice_steps"] == []  # only 2 chosen
 
@@ -140,6 +203,15 @@ def test_fig12_block_checks():
         validate_config({**base, "fig12": {"instabilities": 1, "instability": 2}})
     with pytest.raises(ConfigError, match="fig12.train.snapshot_every"):
         validate_config({**base, "fig12": {"train": {"snapshot_every": 5}}})
+    # eta given exactly once: a multiple of each seed's limit (the default, 5) or an absolute lr
+    assert validate_config({**base, "fig12": {"setting": "s"}})["fig12"]["lr_relative"] == 5.0
+    assert validate_config({**base, "fig12": {"setting": "s", "lr": 0.5, "lr_relative": None}})["fig12"]["lr"] == 0.5
+    with pytest.raises(ConfigError, match="config key fig12: both lr and lr_relative are set"):
+        validate_config({**base, "fig12": {"lr": 0.5}})
+    with pytest.raises(ConfigError, match="config key fig12: no learning rate; set fig12.lr"):
+        validate_config({**base, "fig12": {"lr_relative": None}})
+    with pytest.raises(ConfigError, match=r"config key fig12: unknown key\(s\) \['seed'\].*'seeds'"):
+        validate_config({**base, "fig12": {"seed": 0}})
 
 
 @pytest.mark.usefixtures("one_thread")
@@ -178,9 +250,15 @@ def test_tiny_run_builds_fig9_and_fig12(tmp_path):
     assert {r["lr"]: r["diverged"] for r in f9["diverged_per_lr"]}[500.0] == 1
     assert all(c["verdict"] == "undetermined" for c in f9["claims"])  # one seed
     assert len(list((d / "results/runs/fig9/fmnist_cnn/const").glob("lr*/seed0/cube.nc"))) == 2
-    plan = json.loads((d / "results/figures/fig12/plan.json").read_text())
-    slices = xr.load_dataset(d / "results/figures/fig12/slices.nc")
+    plan = json.loads((d / "results/figures/fig12/seed0/plan.json").read_text())
+    slices = xr.load_dataset(d / "results/figures/fig12/seed0/slices.nc")
     assert list(slices["step"].values) == plan["slice_steps"] and slices.attrs["setting"] == "fmnist_cnn"
     assert dict(slices.sizes) == {"snapshot": 2, "point": 5}
+    # tiny.yaml gives fig12 an absolute eta (fig2 there takes the relative one)
+    assert (d / "results/runs/fig12/fmnist_cnn/const/lr1/seed0/cube.nc").exists()
+    assert plan["lr"] == 1.0 and plan["lr_relative"] is None and plan["seed"] == 0
     f12 = json.loads((d / "figures/fig12.claims.json").read_text())
     assert f12["figure"] == "fig12" and f12["setting"] == "fmnist_cnn" and len(f12["snapshots"]) == 2
+    assert f12["drawn_seed"] == 0 and [c["id"] for c in f12["claims"]] == ["slices.flatter", "slices.stable_again"]
+    for c in f12["claims"]:  # one seed: too little evidence, the registry's minimum of seeds
+        assert c["verdict"] == "undetermined" and c["evidence"] == {"seeds": 1} and c["minimum"] == {"seeds": 3}

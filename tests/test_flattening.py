@@ -116,7 +116,9 @@ def _cube(hsteps, sharp, lr):
 
 
 def test_relative_figure_labels_and_claims(tmp_path):
-    """η₀ as multiples of η_eos: a flattening grid holds both claims; the file names the figure."""
+    """η₀ as multiples of η_eos: a flattening grid holds both rank claims at 3 seeds (phase length: blocks
+    of 3 switch epochs per (η₀, seed), all -1; η₀: blocks of the 2 η₀ per (seed, e > 0), all -1, p = 2^-6);
+    the file names the figure."""
     runs = []
     for seed in (0, 1, 2):
         eta_eos = 0.05 * (1 + seed)
@@ -130,6 +132,9 @@ def test_relative_figure_labels_and_claims(tmp_path):
                                   figure="ext/mse_flattening", title="ext/mse_flattening: progressive flattening, x",
                                   relative=True, keep_open=True)
     assert [c.verdict for c in claims] == ["holds", "holds"]
+    assert [c.id for c in claims] == ["flattening.phase_length", "flattening.eta0"]
+    assert claims[0].family["rule"] == "every" and set(claims[0].family["options"]) == {"1.4", "2.8"}
+    assert claims[1].values == [-1.0] * 6 and claims[1].p_holds == pytest.approx(1 / 64)
     data = json.loads((tmp_path / "m.json").read_text())
     assert data["figure"] == "ext/mse_flattening" and data["eta0_unit"].startswith("eta_eos")
     assert data["runs"][1]["eta0"] == pytest.approx(1.4 * 0.05) and data["runs"][0]["eta0"] == 0.01

@@ -168,18 +168,21 @@ def _job_counts(out) -> dict:
 
 
 def test_fig2_branch_jobs_appear_once_the_baseline_exists(workdir):
-    """fig2's branch runs depend on where the baseline's spikes are: a Snakemake checkpoint. Before
-    the baseline exists the dry run cannot list them; after the checkpoint ran, it does."""
+    """fig2's branch runs depend on where each seed's baseline spikes are: a Snakemake checkpoint per
+    seed. Before the baselines exist the dry run cannot list them; after the checkpoints ran, it does."""
     before = snakemake(workdir, "-n", "figures/fig2.pdf")
-    assert _job_counts(before).get("train") == 1  # the baseline only
-    snakemake(workdir, "results/figures/fig2/plan.json")
-    plan = json.loads((workdir / "results/figures/fig2/plan.json").read_text())
-    assert plan["chosen"] and plan["branch"]["epochs"], plan
+    assert _job_counts(before).get("train") == 2  # the baselines of seeds 0 and 1 only
+    snakemake(workdir, "results/figures/fig2/seed0/plan.json", "results/figures/fig2/seed1/plan.json")
+    plans = [json.loads((workdir / f"results/figures/fig2/seed{s}/plan.json").read_text()) for s in (0, 1)]
+    assert plans[0]["chosen"] and plans[0]["branch"]["epochs"], plans[0]
+    assert [p["seed"] for p in plans] == [0, 1]
     after = snakemake(workdir, "-n", "figures/fig2.pdf")
     counts = _job_counts(after)
-    assert counts.get("train") == len(plan["branch"]["epochs"]) and counts.get("fig2_vectors") == 1, after.stdout
-    for e in plan["branch"]["epochs"]:
-        assert f"results/runs/fig2/fmnist_mlp/e{e}to0.01/lr8/seed0/cube.nc" in after.stdout
+    assert counts.get("train") == sum(len(p["branch"]["epochs"]) for p in plans), after.stdout
+    assert counts.get("fig2_vectors") == 2, after.stdout
+    for p in plans:
+        for e in p["branch"]["epochs"]:
+            assert f"results/runs/fig2/fmnist_mlp/e{e}to0.01/lrx55/seed{p['seed']}/cube.nc" in after.stdout
 
 
 def test_tiny_run_builds_fig2_fig3_fig4_and_eos(workdir):
@@ -190,16 +193,28 @@ def test_tiny_run_builds_fig2_fig3_fig4_and_eos(workdir):
         assert (workdir / f"figures/{fig}.png").stat().st_size > 10_000
         claims = check_claims(workdir / f"figures/{fig}.claims.json", fig)
         assert len(claims["claims"]) >= 2
-    plan = json.loads((workdir / "results/figures/fig2/plan.json").read_text())
+    plan = json.loads((workdir / "results/figures/fig2/seed0/plan.json").read_text())
+    # each seed's baseline at fig2.lr_relative x its own limit, placed by its training job
+    base = xr.load_dataset(workdir / "results/runs/fig2/fmnist_mlp/const/lrx55/seed0/cube.nc")
+    assert float(base["lr"]) == pytest.approx(55 * base.attrs["eta_eos_unit"]) and base.attrs["lr_relative"] == 55
+    assert plan["lr"] == float(base["lr"]) and plan["lr_relative"] == 55
+    other = xr.load_dataset(workdir / "results/runs/fig2/fmnist_mlp/const/lrx55/seed1/cube.nc")
+    assert int(other["seed"]) == 1 and float(other["lr"]) != float(base["lr"])  # its own limit
     # branches fork from the baseline at their switch epoch, with eigenvectors every epoch
-    base = xr.load_dataset(workdir / "results/runs/fig2/fmnist_mlp/const/lr8/seed0/cube.nc")
     assert "eigvec" not in base and list(base["hstep"].values) == list(range(31))
     for e in plan["branch"]["epochs"]:
-        br = xr.load_dataset(workdir / f"results/runs/fig2/fmnist_mlp/e{e}to0.01/lr8/seed0/cube.nc")
-        assert int(br["vstep"][0]) == e and br.sizes["vstep"] == 5
+        br = xr.load_dataset(workdir / f"results/runs/fig2/fmnist_mlp/e{e}to0.01/lrx55/seed0/cube.nc")
+        assert int(br["vstep"][0]) == e and br.sizes["vstep"] == 5 and float(br["lr"]) == float(base["lr"])
         np.testing.assert_array_equal(br["train_loss"].values[:e + 1], base["train_loss"].values[:e + 1])
-    vec = xr.load_dataset(workdir / "results/figures/fig2/vectors.nc")
+    vec = xr.load_dataset(workdir / "results/figures/fig2/seed0/vectors.nc")
     assert list(vec["vstep"].values) == plan["vector_steps"]
+    # the claims take one value per seed: every seed has a spike count
+    f2 = json.loads((workdir / "figures/fig2.claims.json").read_text())
+    assert f2["drawn_seed"] == 0 and [s["seed"] for s in f2["seeds"]] == [0, 1]
+    assert len(f2["claims"][0]["values"]) == 2 and f2["claims"][0]["evidence"] == {"seeds": 2}
+    f3 = json.loads((workdir / "figures/fig3.claims.json").read_text())
+    assert f3["drawn_seed"] == 0 and (workdir / "results/figures/fig3/seed0/slices.nc").exists()
+    assert sorted([s["seed"] for s in f3["seeds"]] + [int(s) for s in f3["left_out"]]) == [0, 1]
     # fig4: the e = 0 run is shared by every eta0; eos: one cube per eta
     assert len(list((workdir / "results/runs/fig4").rglob("cube.nc"))) == 3
     assert len(list((workdir / "results/runs/eos").rglob("cube.nc"))) == 2

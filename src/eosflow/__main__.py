@@ -1,4 +1,5 @@
-"""Command line: ``python -m eosflow check-config [FILE ...]`` and ``python -m eosflow bench [...]``.
+"""Command line: ``python -m eosflow check-config [FILE ...]``, ``python -m eosflow bench [...]`` and
+``python -m eosflow results [...]``.
 
 ``check-config`` validates ``config/config.yaml`` (when the current folder has one, as in a
 checkout of the workflow; ``--default`` names another) merged with the given files, as
@@ -8,6 +9,9 @@ key, or ``ok``. Snakemake's own message for malformed YAML does not name the fil
 ``bench`` times the Hessian eigen-solvers against scipy and hessian-eigenthings (see
 :mod:`eosflow.bench`, imported only by this command; ``--quick`` for a tiny run, ``--memory``
 for the 50,000-image memory check).
+
+``results`` regenerates the README's tables from the committed results (:mod:`eosflow.results`:
+``snapshot`` and ``calibration`` write them).
 """
 
 from __future__ import annotations
@@ -39,6 +43,10 @@ def check_config(files: list[str], default: str | None = DEFAULT_CONFIG) -> dict
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["results"]:  # the README's tables from the committed results
+        from .results import main as results_main
+
+        return results_main(argv[1:])
     if argv[:1] == ["bench"]:  # the benchmark and its heavy imports only when asked for
         from .bench.cli import main as bench_main
 
@@ -50,6 +58,8 @@ def main(argv=None) -> int:
     c.add_argument("--default", default=None,
                    help=f"the base config (default: {DEFAULT_CONFIG} when it exists here, else none)")
     sub.add_parser("bench", help="benchmark the Hessian eigen-solvers (python -m eosflow bench --help)")
+    sub.add_parser("results", help="regenerate the README's tables from docs/results/ and benchmarks/results/ "
+                                   "(python -m eosflow results --help)")
     args = p.parse_args(argv)
     default = args.default or (DEFAULT_CONFIG if Path(DEFAULT_CONFIG).exists() else None)
     try:

@@ -140,6 +140,9 @@ def validate_config(config: dict, schema: dict | None = None) -> dict:
     if f12 and f12["instability"] > f12["instabilities"]:
         problems.append(f"config key fig12.instability: {f12['instability']} is beyond the "
                         f"fig12.instabilities = {f12['instabilities']} largest spikes it is chosen from")
+    for key in ("fig2", "fig12"):
+        if cfg.get(key):
+            problems += _block_lr_problems(cfg[key], key)
     if "fig5" in cfg:
         problems += _grid_problems(cfg["fig5"], "fig5")
     from .optimizer_config import optimizer_config_problems  # the optimizers' keys and figures
@@ -172,6 +175,19 @@ def _grid_problems(block: dict, key: str) -> list[str]:
                 "(multiples of the stability limit eta_eos)"]
     return [f"config key {key}: both lrs and lrs_relative are set (config files merge key by key: "
             f"config/config.yaml sets {key}.lrs_relative); keep one and set the other to null"]
+
+
+def _block_lr_problems(block: dict, key: str) -> list[str]:
+    """A one-η block (fig2, fig12) gives its η exactly once: absolute (``lr``) or as a multiple of
+    each seed's stability limit (``lr_relative``)."""
+    given = [k for k in ("lr", "lr_relative") if block.get(k) is not None]
+    if len(given) == 1:
+        return []
+    if not given:
+        return [f"config key {key}: no learning rate; set {key}.lr (absolute) or {key}.lr_relative "
+                "(a multiple of each seed's stability limit eta_eos)"]
+    return [f"config key {key}: both lr and lr_relative are set (config files merge key by key: "
+            f"config/config.yaml sets {key}.lr_relative); keep one and set the other to null"]
 
 
 def _override_problems(cfg: dict, schema: dict, base: str, over: dict, key: str) -> list[str]:

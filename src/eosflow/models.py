@@ -116,12 +116,13 @@ def lecun_init_(model: nn.Module) -> nn.Module:
     return model
 
 
-def build_model(spec: dict, input_shape, n_classes: int, seed: int) -> nn.Module:
+def build_model(spec: dict, input_shape, n_classes: int, seed: int, perturb: float = 0.0) -> nn.Module:
     """Build the architecture ``spec["arch"]``, initialised under ``seed``.
 
     ``spec`` is a setting's ``model`` block of the config (see ``config/config.yaml``);
     ``spec["init"]``: ``"lecun"`` (default; :func:`lecun_init_`) or ``"torch"`` (PyTorch's
-    default Kaiming-uniform layers).
+    default Kaiming-uniform layers). ``perturb`` (the config's ``perturb_theta0``): every initial
+    parameter times ``1 + perturb * s`` with ``s = ±1`` drawn from ``seed`` (:func:`perturb_`).
     """
     spec = dict(spec)
     arch = spec.pop("arch")
@@ -141,8 +142,22 @@ def build_model(spec: dict, input_shape, n_classes: int, seed: int) -> nn.Module
             raise ValueError(f"unknown model.arch {arch!r}; allowed: {list(ARCHITECTURES)}")
         if init == "lecun":
             lecun_init_(model)
+        if perturb:
+            perturb_(model, perturb, seed)
     finally:
         torch.random.set_rng_state(gen_state)
+    return model
+
+
+def perturb_(model: nn.Module, delta: float, seed: int) -> nn.Module:
+    """Multiply every parameter entry by ``1 + delta * s``, ``s = ±1`` from a generator seeded with
+    ``seed`` (computed in float64, rounded once to the parameter's dtype): a relative perturbation of
+    θ₀ as small as another machine's rounding (``delta = 1e-7`` moves float32 entries by about one ulp)."""
+    gen = torch.Generator().manual_seed(int(seed))
+    with torch.no_grad():
+        for p in model.parameters():
+            s = torch.randint(0, 2, p.shape, generator=gen, dtype=torch.float64) * 2 - 1
+            p.copy_(p.double() * (1 + delta * s))
     return model
 
 

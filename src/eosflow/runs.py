@@ -42,7 +42,8 @@ def build_objective(cfg: dict, setting: str, data: dict, seed: int, *, n: int | 
     x, y = data["x_train"], data["y_train"]
     if n is not None:
         x, y = x[:n], y[:n]
-    model = build_model(s["model"], tuple(x.shape[1:]), int(data["n_classes"]), seed).to(device, dtype)
+    model = build_model(s["model"], tuple(x.shape[1:]), int(data["n_classes"]), seed,
+                        perturb=cfg.get("perturb_theta0", 0.0)).to(device, dtype)
     return Objective(model, x.to(device, dtype), y.to(device), s["loss"], chunk_size or s["chunk_size"])
 
 
@@ -129,6 +130,8 @@ def run_record(cfg: dict, setting: str, lr: float, seed: int, schedule: dict | N
     tracker's ``tol`` and ``max_iter`` (``inloop_sharpness``)."""
     record = {"setting": setting, **cfg["settings"][setting], "lr": float(lr), "seed": int(seed),
               "schedule": schedule or {"kind": "constant"}, "train": cfg["train"], "device": cfg["device"]}
+    if cfg.get("perturb_theta0"):
+        record["perturb_theta0"] = float(cfg["perturb_theta0"])
     if tracks_sharpness(cfg["train"]):
         record["inloop_sharpness"] = {k: cfg["hessian"][k] for k in ("tol", "max_iter")}
         if cfg["train"].get("clamp") is not None:

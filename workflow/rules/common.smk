@@ -106,8 +106,11 @@ def relative_of(exp, tag):
         return None
     if exp in FLATTENING:  # fig4's protocol: each run's own seed's limit
         return flattening_relative(config, exp)
+    if exp in ("fig2", "fig12"):  # fig2.lr_relative, fig12.lr_relative: each run's own seed's limit
+        return {"unit": "seed", "seeds": list(config[exp]["seeds"])}
     if exp not in ("sweep", "ablation"):
-        raise WorkflowError(f"eosflow: lr{tag}: relative learning rates are for the sweep and ablation groups only")
+        raise WorkflowError(f"eosflow: lr{tag}: relative learning rates are for the sweep, ablation, fig2, fig12 "
+                            "and progressive-flattening groups only")
     return {"unit": config["fig5"]["lr_unit"], "seeds": list(config["fig5"]["seeds"])}
 
 
@@ -155,35 +158,6 @@ def comparison_cubes():
         "generalization_map/plain": twin_cubes(m["settings"], m["lrs_relative"], "sweep"),
         "generalization_map/clamped": twin_cubes(m["ablation"], above, "ablation"),
     }
-
-
-def block_run(block, name):
-    """A file of the one run of a figure block with ``setting``, ``lr`` and ``seed`` (fig2's
-    baseline, which fig3 slices; fig12's run)."""
-    c = config[block]
-    return run_files(c["setting"], c["lr"], c["seed"], name=name, exp=block)
-
-
-def fig2_run(name):
-    """A file of fig2's baseline run (the run fig3 slices too)."""
-    return block_run("fig2", name)
-
-
-def fig2_settings(hessian=None):
-    c = config["fig2"]
-    cfg = run_settings(config, "fig2", c["setting"])
-    cfg["hessian"].update(hessian or {})
-    return cfg
-
-
-def fig2_branch_cubes(wildcards=None):
-    """The branch runs' cubes: known once the checkpoint rule fig2_instabilities has found the spikes."""
-    with open(checkpoints.fig2_instabilities.get().output[0]) as f:
-        plan = json.load(f)
-    c, b = config["fig2"], plan["branch"]
-    return [run_files(c["setting"], c["lr"], c["seed"], exp="fig2",
-                      sched=schedule_tag({"kind": "switch", "epoch": e, "lr_small": b["lr_small"]}))
-            for e in b["epochs"]]
 
 
 def flattening_runs(name):

@@ -1,19 +1,56 @@
-# Figure 2: one GD run above its stability limit, its loss spikes, eigenvector rotation through them,
-# and branch runs that switch to a small η inside one.
+# Figure 2: one GD run per seed above its stability limit, its loss spikes, eigenvector rotation
+# through them, and branch runs that switch to a small η inside one. Per seed s: the baseline
+# (results/runs/fig2/<setting>/const/lr<tag>/seed<s>/), its plan and eigenvectors
+# (results/figures/fig2/seed<s>/), its branch runs; the figure draws the first seed, its claims take
+# every seed. The helpers below serve fig3 and fig12 too (workflow/rules/fig3.smk, fig12.smk).
+from eosflow.plans import block_lr_tag  # noqa: E402
+
+
+def seed_run(block, name, seed="{seed}"):
+    """A file of the run of figure block ``block`` (fig2's baseline, which fig3 slices; fig12's run)
+    for ``seed`` (default: the ``{seed}`` wildcard), at the block's η (``lr`` or ``lr_relative``)."""
+    c = config[block]
+    return run_files(c["setting"], block_lr_tag(c), seed, name=name, exp=block)
+
+
+def seed_files(pattern, block):
+    """``pattern`` (with ``{seed}``) for every seed of ``block``, in ``block.seeds`` order."""
+    return [pattern.format(seed=s) for s in config[block]["seeds"]]
+
+
+def fig2_settings(hessian=None):
+    c = config["fig2"]
+    cfg = run_settings(config, "fig2", c["setting"])
+    cfg["hessian"].update(hessian or {})
+    return cfg
+
+
+def fig2_branch_cubes(wildcards=None):
+    """Every seed's branch runs' cubes: known once the checkpoint fig2_instabilities has found that
+    seed's spikes."""
+    c = config["fig2"]
+    cubes = []
+    for seed in c["seeds"]:
+        with open(checkpoints.fig2_instabilities.get(seed=seed).output[0]) as f:
+            b = json.load(f)["branch"]
+        cubes += [run_files(c["setting"], block_lr_tag(c), seed, exp="fig2",
+                            sched=schedule_tag({"kind": "switch", "epoch": e, "lr_small": b["lr_small"]}))
+                  for e in b["epochs"]]
+    return cubes
 
 
 checkpoint fig2_instabilities:
-    # The spikes decide which epochs need eigenvectors, where branches start and what fig3 slices:
-    # the DAG grows from this rule's output.
+    # A seed's spikes decide which epochs need eigenvectors, where its branches start and what fig3
+    # slices: the DAG grows from this rule's outputs.
     input:
-        cube=fig2_run("cube.nc"),
+        cube=seed_run("fig2", "cube.nc"),
     output:
-        "results/figures/fig2/plan.json",
+        "results/figures/fig2/seed{seed}/plan.json",
     params:
         fig2=config["fig2"],
         fig3=config["fig3"],
     log:
-        "results/logs/figures/fig2_instabilities.log",
+        "results/logs/figures/fig2_instabilities_seed{seed}.log",
     resources:
         runtime=10,
     conda:
@@ -23,20 +60,22 @@ checkpoint fig2_instabilities:
 
 
 rule fig2_vectors:
-    # The baseline's top-k eigenvectors at the planned epochs only (inside the chosen spikes and
-    # the branches' window): storage stays bounded however long the run is.
+    # A baseline's top-k eigenvectors at its planned epochs only (inside the chosen spikes and the
+    # branches' window): storage stays bounded however long the run is.
     input:
         data=data_path(config["fig2"]["setting"]),
-        metrics=fig2_run("metrics.nc"),
-        snapshots=fig2_run("snapshots.pt"),
-        plan="results/figures/fig2/plan.json",
+        metrics=seed_run("fig2", "metrics.nc"),
+        snapshots=seed_run("fig2", "snapshots.pt"),
+        plan="results/figures/fig2/seed{seed}/plan.json",
     output:
-        "results/figures/fig2/vectors.nc",
+        "results/figures/fig2/seed{seed}/vectors.nc",
     params:
         cfg=fig2_settings({"eigvec_every": 1}),
         setting=config["fig2"]["setting"],
     log:
-        "results/logs/figures/fig2_vectors.log",
+        "results/logs/figures/fig2_vectors_seed{seed}.log",
+    benchmark:
+        "results/benchmarks/figures/fig2_vectors_seed{seed}.tsv"
     threads: 1
     resources:
         mem_mb=4000,
@@ -50,9 +89,9 @@ rule fig2_vectors:
 
 rule fig2:
     input:
-        baseline=fig2_run("cube.nc"),
-        vectors="results/figures/fig2/vectors.nc",
-        plan="results/figures/fig2/plan.json",
+        baselines=seed_files(seed_run("fig2", "cube.nc"), "fig2"),
+        vectors=seed_files("results/figures/fig2/seed{seed}/vectors.nc", "fig2"),
+        plans=seed_files("results/figures/fig2/seed{seed}/plan.json", "fig2"),
         branches=fig2_branch_cubes,
     output:
         pdf=report("figures/fig2.pdf", caption="../report/fig2.rst", category="Figures"),

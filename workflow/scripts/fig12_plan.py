@@ -1,4 +1,4 @@
-"""Rule fig12_plan: the loss spikes of the fig12 run -> the snapshot steps its slices job takes."""
+"""Checkpoint fig12_plan: one seed's fig12 run loss spikes -> the snapshot steps its slices job takes."""
 from eosflow.cubes import open_cube
 from eosflow.files import write_json
 from eosflow.logs import rule_logging

@@ -1,4 +1,4 @@
-"""Checkpoint fig2_instabilities: the baseline's loss spikes -> the plan of fig2's and fig3's later jobs."""
+"""Checkpoint fig2_instabilities: one seed's baseline loss spikes -> the plan of its fig2 and fig3 jobs."""
 from eosflow.cubes import open_cube
 from eosflow.files import write_json
 from eosflow.logs import rule_logging

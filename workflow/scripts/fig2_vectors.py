@@ -1,4 +1,4 @@
-"""Rule fig2_vectors: the fig2 baseline's eigenvectors at the planned epochs."""
+"""Rule fig2_vectors: one seed's fig2 baseline eigenvectors at its plan's epochs."""
 from eosflow.files import read_json
 from eosflow.logs import rule_logging
 from eosflow.pipeline import run_hessian

@@ -5,18 +5,19 @@ Each pair is a fig5 run (plain GD at η₀) and its stability-clamped twin, whic
 data, η₀ and the stopping rule are the plain run's. Against η₀ / η_eos(θ₀), each seed's pair
 drawn: (a) validation accuracy, (b) final sharpness S_final, (c) the rotation 1 − ρ of the top
 eigenspace from the first to the last measurement, (d) the measured max η_t·S(θ_t)/2; (e) the paired
-accuracy differences per η₀ with 95 % bootstrap intervals over seeds; (f) the claims.
+accuracy differences per η₀: each seed's, and their mean over seeds with the interval of the exact
+sign-flip test (none below 6 seeds: then the mean alone); (f) the claims.
 
-Claims, fixed before any run, over the pairs with η₀ above the limit (η₀ / η_eos > 1 + AT_LIMIT, the
-plain run's own seed's limit): per seed, the mean over its pairs of plain − clamped; over seeds, the
-mean with its 95 % bootstrap interval, which must clear 0:
+Claims (registry ``ablation.accuracy``, ``ablation.flatter``, ``ablation.rotation``), over the pairs
+with η₀ above the limit (η₀ / η_eos > 1 + ``at_limit``, the plain run's own seed's limit): per seed,
+the mean over its pairs of plain − clamped (a seed counts with at least the registry's
+``min_pairs`` pairs); over seeds, the exact sign-flip test of the mean paired difference:
 
 - plain GD beats its clamped twin in validation accuracy (> 0; a diverged run counts at chance, as in fig5);
 - plain GD ends flatter (S_final difference < 0);
 - plain GD rotates more (1 − ρ difference > 0).
 
-A pair with a diverged run has no final state: it is left out of the last two. A seed contributes
-with at least :data:`MIN_PAIRS` pairs; a claim needs :data:`MIN_SEEDS` seeds.
+A pair with a diverged run has no final state: it is left out of the last two.
 """
 
 from __future__ import annotations
@@ -28,21 +29,17 @@ import seaborn as sns
 import xarray as xr
 from matplotlib.lines import Line2D
 
-from ..claims import Claim, bootstrap_interval, check
+from ..claims import REGISTRY, Claim, claim, decide
+from ..claims.procedures import min_deciding_seeds
 from .common import finish, json_safe, log_axis, new_figure
-from .fig5 import AT_LIMIT, CHANCE, accuracy
+from .fig5 import CHANCE, accuracy
 
-__all__ = ["MIN_PAIRS", "MIN_SEEDS", "pair_runs", "paired_claim", "ablation_claims", "make_ablation"]
+__all__ = ["CLAIMS", "pair_runs", "per_seed_differences", "paired_claim", "ablation_claims", "make_ablation"]
 
-#: Minimum evidence, fixed before any run: pairs above the limit per contributing seed, and seeds.
-MIN_PAIRS = 2
-MIN_SEEDS = 3
-#: (name, statistic, summary variable, comparison, threshold, a diverged run's value)
-STATISTICS = (
-    ("plain GD beats its clamped twin in validation accuracy", "acc", "final_test_acc", ">", "chance"),
-    ("plain GD ends flatter (lower final sharpness)", "sharpness_final", "sharpness_final", "<", None),
-    ("plain GD rotates its top eigenspace more (larger 1 - rho)", "rotation", "rotation", ">", None),
-)
+#: The claims, in the order drawn: registry id -> the pair quantity of its plain − clamped difference.
+CLAIMS = {"ablation.accuracy": "acc", "ablation.flatter": "sharpness_final", "ablation.rotation": "rotation"}
+#: Runs within this relative distance of their seed's limit are not above it (the registry's ``at_limit``).
+AT_LIMIT = float(REGISTRY.param("ablation.accuracy", "at_limit"))
 
 
 def _values(ds: xr.Dataset, var: str, diverged_value) -> np.ndarray:
@@ -92,38 +89,49 @@ def _difference(row: dict, stat: str) -> float:
     return row[f"{stat}_plain"] - row[f"{stat}_clamped"]
 
 
-def per_seed_differences(pairs: list[dict], stat: str) -> dict[int, list[float]]:
-    """{seed: finite plain − clamped differences of its pairs above the limit}."""
-    out: dict[int, list[float]] = {}
+def per_seed_differences(pairs: list[dict], stat: str, at_limit: float = AT_LIMIT) -> dict[int, list[float]]:
+    """{seed: finite plain − clamped differences of its pairs above the limit} for every seed of ``pairs``
+    (an empty list for a seed without such a pair)."""
+    out: dict[int, list[float]] = {r["seed"]: [] for r in pairs}
     for r in pairs:
-        if r["ratio"] > 1 + AT_LIMIT:
+        if r["ratio"] > 1 + at_limit:
             d = _difference(r, stat)
-            out.setdefault(r["seed"], [])
             if math.isfinite(d):
                 out[r["seed"]].append(d)
     return out
 
 
-def paired_claim(name: str, pairs: list[dict], stat: str = "acc", op: str = ">") -> Claim:
-    """One paired claim (module docstring) over ``pairs`` above the limit."""
-    by_seed = per_seed_differences(pairs, stat)
-    means = [float(np.mean(v)) for v in by_seed.values() if len(v) >= MIN_PAIRS]
+def paired_claim(claim_id: str, pairs: list[dict], setting: str | None = None) -> Claim:
+    """The registry's paired claim ``claim_id`` (one of :data:`CLAIMS`) over ``pairs``: per seed with at
+    least ``min_pairs`` pairs above its limit, the mean of their plain − clamped differences."""
+    stat = CLAIMS[claim_id]
+    min_pairs = int(REGISTRY.param(claim_id, "min_pairs"))
+    by_seed = per_seed_differences(pairs, stat, float(REGISTRY.param(claim_id, "at_limit")))
+    means = [float(np.mean(v)) for v in by_seed.values() if len(v) >= min_pairs]
     counts = ", ".join(f"seed {s}: {len(v)}" for s, v in sorted(by_seed.items()))
-    return check(name, f"mean over seeds of the seed's mean (plain - clamped) {stat} over pairs with "
-                       f"eta0 > eta_eos", np.mean(means) if means else None, op, 0,
+    short = [str(s) for s, v in sorted(by_seed.items()) if len(v) < min_pairs]
+    if setting is None:
+        setting = pairs[0]["setting"] if pairs else "?"
+    return claim(claim_id, means, fmt={"setting": setting},
                  note=f"pairs above the limit per seed: {counts or 'none'}"
-                      + ("; a diverged run counts at chance" if stat == "acc" else "; pairs with a diverged run left out"),
-                 interval=bootstrap_interval(means), evidence={"seeds": len(means)}, minimum={"seeds": MIN_SEEDS})
+                      + (f"; seed(s) {', '.join(short)} short of {min_pairs} pair(s): left out" if short else "")
+                      + ("; a diverged run counts at chance" if stat == "acc"
+                         else "; pairs with a diverged run left out"))
 
 
-def ablation_claims(pairs: list[dict], prefix: str = "") -> list[Claim]:
-    return [paired_claim(prefix + name, pairs, stat, op) for name, stat, _, op, _ in STATISTICS]
+def ablation_claims(pairs: list[dict], setting: str | None = None) -> list[Claim]:
+    return [paired_claim(cid, pairs, setting) for cid in CLAIMS]
 
 
 def _verdict_line(c: Claim) -> str:
     val = "n/a" if c.value is None else f"{c.value:+.4g}"
     iv = "" if c.interval is None else f" [{c.interval[0]:+.3g}, {c.interval[1]:+.3g}]"
-    return f"{c.name.split(': ', 1)[-1]}\n   {val}{iv} {c.threshold}: {c.verdict.upper()}"
+    if c.interval is None and c.value is not None:
+        iv = f" (no interval: < {min_deciding_seeds(c.kind)} seeds)"
+    need = ""
+    if c.verdict == "undetermined":
+        need = f"\n   {c.needed} seeds needed" if c.needed is not None else "\n   more seeds do not help"
+    return f"{c.name.split(': ', 1)[-1]}\n   {val}{iv} {c.threshold}: {c.verdict.upper()}{need}"
 
 
 def make_ablation(plain: xr.Dataset, clamped: xr.Dataset, clamp: float, pdf_path, png_path, claims_path,
@@ -166,16 +174,20 @@ def make_ablation(plain: xr.Dataset, clamped: xr.Dataset, clamp: float, pdf_path
     axes[3].axhline(clamp, color="0.3", lw=1, ls="--")
     axes[3].text(0.02, 0.97, f"red: the limit (1); dashed: the clamp ({clamp:g})", transform=axes[3].transAxes,
                  fontsize=8, va="top")
-    # (e) paired accuracy differences per eta_0, each seed and the mean with its interval
+    # (e) paired accuracy differences per eta_0: each seed's, and their mean with the paired test's interval
     ax = axes[4]
-    ratios = sorted({r["lr_relative"] for r in pairs})
-    for g in ratios:
+    op = REGISTRY["ablation.accuracy"]["op"]
+    no_bar = False
+    for g in sorted({r["lr_relative"] for r in pairs}):
         rows = [r for r in pairs if r["lr_relative"] == g]
         d = np.array([_difference(r, "acc") for r in rows])
         x = float(np.mean([r["ratio"] for r in rows]))
         ax.scatter([x] * len(d), d, c=[colours[r["seed"]] for r in rows], s=25, zorder=3)
-        iv = bootstrap_interval(d)
-        if iv is not None:
+        iv = decide(d, op, 0.0, "paired").interval
+        if iv is None:
+            no_bar = True
+            ax.scatter([x], [d.mean()], marker="s", color="k", s=30, zorder=4)
+        else:
             ax.errorbar(x, d.mean(), yerr=[[d.mean() - iv[0]], [iv[1] - d.mean()]], fmt="s", color="k",
                         capsize=4, zorder=4)
     ax.axhline(0.0, color="k", lw=1)
@@ -184,15 +196,17 @@ def make_ablation(plain: xr.Dataset, clamped: xr.Dataset, clamp: float, pdf_path
     log_axis(ax.xaxis)
     ax.set_xlabel(r"$\eta_0 / \eta_{eos}(\theta_0)$")
     ax.set_ylabel("accuracy: plain - clamped")
-    ax.set_title("(e) paired differences (mean, 95% interval over seeds)")
-    claims = ablation_claims(pairs, prefix=f"{setting}: ")
+    ax.set_title("(e) paired differences: seeds, mean (square), sign-flip 95% interval"
+                 + (f" (none: < {min_deciding_seeds('paired')} seeds)" if no_bar else ""), fontsize=9)
+    claims = ablation_claims(pairs, setting)
     ax = axes[5]
     ax.axis("off")
     binds = np.array([r["clamp_fraction"] for r in pairs if r["ratio"] > 1 + AT_LIMIT])
     text = "\n\n".join(_verdict_line(c) for c in claims)
     text += (f"\n\nclamp {clamp:g}: binds on a median {np.median(binds):.0%} of steps above the limit"
              if binds.size else "")
-    ax.text(0.0, 1.0, "(f) claims, pairs with eta0 > eta_eos\n\n" + text, va="top", ha="left", fontsize=9,
+    ax.text(0.0, 1.0, "(f) claims, pairs with eta0 > eta_eos:\nper seed the mean difference; over seeds\n"
+            "the exact sign-flip test\n\n" + text, va="top", ha="left", fontsize=9,
             family="monospace", transform=ax.transAxes, wrap=True)
     handles = [Line2D([], [], color="0.3", marker="o", ls="-", label="plain GD"),
                Line2D([], [], color="0.3", marker="X", ls="--", label=f"clamped twin (clamp {clamp:g})"),

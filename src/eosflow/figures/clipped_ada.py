@@ -7,18 +7,29 @@ final preconditioned sharpness over its stability threshold ``r = λ_max(P⁻¹H
 (the run cube's ``precond_sharpness`` at its last measurement over ``stability_threshold``;
 Cohen et al. 2022), and the number of loss spikes (rises of the full-batch training loss by more
 than ``min_rise`` over their onset that come back; :func:`eosflow.instability.detect_instabilities`
-with every epoch eligible). Drawn: (a) accuracy, (b) ``r`` (log, the threshold at 1), (c) spikes.
+with every epoch eligible). Drawn per run (bars: the means of (a) and (c), the median of (b), as the
+claims summarise them): (a) accuracy, (b) ``r`` (log, the threshold at 1), (c) spikes.
 
-Claims, for each arm (statistics and thresholds fixed in the issue before any run; means over
-seeds with 95 % bootstrap intervals, at least :data:`MIN_SEEDS` seeds):
+Claims, for each arm (registry entries ``clipped.some_c`` and ``clipped.crosses``, fixed before any
+run; every seed with both runs of a comparison counts):
 
-- (a) some c improves validation accuracy over the unclipped optimizer: per c the paired
-  difference (same seed) of accuracies, clipped − unclipped; holds when some c's interval lies
-  above 0, fails when every c's lies at or below 0, else undetermined; the claim reports the
-  deciding c (the best holding, else the best undecided, else the best);
-- (b) the clipped runs cross their stability threshold where the unclipped one does not: per seed
-  the margin ``min(min_c (r_c − 1), 1 − r_unclipped)`` (positive exactly when every clipped run
-  ends above its threshold and the unclipped one below); holds when its interval lies above 0.
+- (a) ``clipped.some_c``, some c improves validation accuracy over the unclipped optimizer: per c
+  and seed the paired difference clipped − unclipped of final accuracies (a diverged run at
+  chance, the registry's ``chance``), each c decided by the exact sign-flip test of the mean
+  paired difference; a family over c fixed beforehand: holds when the c with the smallest
+  p-value holds at 2.5 % / (number of c) (Holm), fails when every c fails, else undetermined
+  (:data:`eosflow.claims.decision.FAMILY_RULES`). The claim reports the deciding c, and every c's
+  decision in its ``family`` (and ``per_clip``);
+- (b) ``clipped.crosses``, the clipped runs cross their stability threshold where the unclipped
+  one does not: per seed the margin ``min(min_c (r_c − 1), 1 − r_unclipped)`` (positive exactly
+  when every clipped run ends above its threshold and the unclipped one below), decided by the
+  sign test of its median over seeds. A diverged run crossed its threshold for good: its ``r`` is
+  inf (its seed counts, on the side the run puts it). A seed where some run has no measurement has no
+  margin and does not count (the claim's note says which).
+
+Both tests need at least 6 seeds to decide (their smallest p-value is 2^-seeds), and (a) over three
+c at least 7 to hold (2^-7 <= 2.5 % / 3); with fewer the claims are undetermined and say how many
+seeds would decide them (``needed``).
 """
 
 from __future__ import annotations
@@ -29,13 +40,12 @@ import numpy as np
 import seaborn as sns
 import xarray as xr
 
-from ..claims import Claim, bootstrap_interval, check
+from ..claims import REGISTRY, Claim, claim, family_claim
 from ..instability import detect_instabilities
 from .common import finish, json_safe, new_figure
 
-#: Minimum evidence (fixed before any run): seeds with every run the statistic needs.
-MIN_SEEDS = 3
-CHANCE = 0.1
+#: The accuracy a diverged run counts at (fixed in the registry before any run: 1 / number of classes).
+CHANCE = float(REGISTRY.param("clipped.some_c", "chance"))
 ARM_NAMES = {"adam": "Adam", "rmsprop": "RMSprop"}
 
 
@@ -54,7 +64,8 @@ def summarize(rows: list[dict], cubes: list[xr.Dataset], min_rise: float) -> lis
         diverged = c.attrs["status"] == "diverged"
         p = c["precond_sharpness"].values.astype(float)
         thr = float(c.attrs["stability_threshold"])
-        ratio = float(p[-1]) / thr if p.size and np.isfinite(p[-1]) and not diverged else math.nan
+        # a diverged run crossed its threshold for good: r = inf (the sign test counts it on its side)
+        ratio = math.inf if diverged else float(p[-1]) / thr if p.size and np.isfinite(p[-1]) else math.nan
         out.append({"arm": r["arm"], "clip": r["clip"], "seed": int(r["seed"]), "lr": float(r["lr"]),
                     "optimizer": c.attrs["optimizer"], "status": c.attrs["status"], "n_steps": int(c["step"].values[-1]),
                     "final_test_acc": CHANCE if diverged or not acc.size else float(acc[-1]),
@@ -64,45 +75,43 @@ def summarize(rows: list[dict], cubes: list[xr.Dataset], min_rise: float) -> lis
 
 
 def _by_seed(table, arm, clip, key) -> dict[int, float]:
-    return {r["seed"]: r[key] for r in table if r["arm"] == arm and r["clip"] == clip and math.isfinite(r[key])}
+    """{seed: value} of one arm and c (None: unclipped), values that are not NaN (a diverged run's
+    r = inf counts)."""
+    return {r["seed"]: r[key] for r in table if r["arm"] == arm and r["clip"] == clip and not math.isnan(r[key])}
 
 
 def arm_claims(table: list[dict], arm: str) -> tuple[list[Claim], dict]:
+    """The two claims of one arm (module docstring) and, per c, the paired differences of (a) with
+    their decision."""
     name = ARM_NAMES[arm]
     clips = sorted({r["clip"] for r in table if r["arm"] == arm and r["clip"] is not None})
+    all_seeds = sorted({r["seed"] for r in table if r["arm"] == arm})
     base = _by_seed(table, arm, None, "final_test_acc")
-    per_c = {}
+    diffs, seeds_of = {}, {}
     for c in clips:
         got = _by_seed(table, arm, c, "final_test_acc")
-        diffs = [got[s] - base[s] for s in sorted(set(got) & set(base))]
-        iv = bootstrap_interval(diffs)
-        v = check("", "", np.mean(diffs) if diffs else None, ">", 0.0, interval=iv, evidence={"seeds": len(diffs)},
-                  minimum={"seeds": MIN_SEEDS}).verdict
-        per_c[c] = {"diffs": diffs, "mean": float(np.mean(diffs)) if diffs else None, "interval": iv, "verdict": v}
-    order = {"holds": 0, "undetermined": 1, "fails": 2}
-    dc = min(clips, key=lambda c: (order[per_c[c]["verdict"]], -(per_c[c]["mean"] if per_c[c]["mean"] is not None
-                                                               else -math.inf)))
-    d = per_c[dc]
-    claim_a = check(f"{name}: some c improves validation accuracy over the unclipped optimizer",
-                    f"mean over seeds of acc(clipped, c) - acc(unclipped), paired by seed, at the deciding c ({dc:g})",
-                    d["mean"], ">", 0.0,
-                    note="every c: " + ", ".join(f"c={c:g}: {per_c[c]['mean']:+.4f} ({per_c[c]['verdict']})"
-                                                 if per_c[c]["mean"] is not None else f"c={c:g}: n/a" for c in clips),
-                    interval=d["interval"], evidence={"seeds": len(d["diffs"])}, minimum={"seeds": MIN_SEEDS})
+        seeds_of[c] = sorted(set(got) & set(base))
+        diffs[f"{c:g}"] = [got[s] - base[s] for s in seeds_of[c]]
+    lost = [s for s in all_seeds if any(s not in seeds_of[c] for c in clips)]
+    claim_a = family_claim("clipped.some_c", diffs, fmt={"arm": name},
+                           note=f"a diverged run counts at chance ({CHANCE:g}); "
+                                + (f"seeds without both runs of some c (not counted there): {lost}" if lost
+                                   else f"every seed has every run ({len(all_seeds)} seeds)"))
+    options = claim_a.family["options"]
+    per_c = {f"{c:g}": {"seeds": seeds_of[c], "diffs": diffs[f"{c:g}"], **options[f"{c:g}"]} for c in clips}
+
     r0 = _by_seed(table, arm, None, "ratio_final")
     rc = {c: _by_seed(table, arm, c, "ratio_final") for c in clips}
     seeds = sorted(set(r0).intersection(*[set(v) for v in rc.values()]))
     margins = [min(min(rc[c][s] - 1.0 for c in clips), 1.0 - r0[s]) for s in seeds]
-    claim_b = check(f"{name}: the clipped runs cross their stability threshold where the unclipped one does not",
-                    "mean over seeds of min(min over c of (r_c - 1), 1 - r_unclipped), r = final lambda_max(P^-1 H) "
-                    "/ threshold",
-                    np.mean(margins) if margins else None, ">", 0.0,
-                    note=(f"mean r unclipped {np.mean([r0[s] for s in seeds]):.3g}; " + ", ".join(
-                        f"c={c:g}: {np.mean([rc[c][s] for s in seeds]):.3g}" for c in clips)) if seeds else
-                    "no seed with every run's final preconditioned sharpness",
-                    interval=bootstrap_interval(margins), evidence={"seeds": len(margins)},
-                    minimum={"seeds": MIN_SEEDS})
-    return [claim_a, claim_b], {f"{c:g}": per_c[c] for c in clips}
+    dropped = [s for s in all_seeds if s not in seeds]
+    note = (f"median r unclipped {np.median([r0[s] for s in seeds]):.3g}; " + ", ".join(
+        f"c={c:g}: {np.median([rc[c][s] for s in seeds]):.3g}" for c in clips)) if seeds else \
+        "no seed with every run's final preconditioned sharpness"
+    if dropped:
+        note += f"; seeds {dropped} not counted: some run has no final preconditioned sharpness"
+    claim_b = claim("clipped.crosses", margins, fmt={"arm": name}, note=note)
+    return [claim_a, claim_b], per_c
 
 
 def make_clipped_ada(rows: list[dict], cubes: list[xr.Dataset], pdf_path, png_path, claims_path,
@@ -121,9 +130,9 @@ def make_clipped_ada(rows: list[dict], cubes: list[xr.Dataset], pdf_path, png_pa
     colours = dict(zip(arms, ("tab:blue", "tab:orange")))
     fig = new_figure(figsize=(13, 4.4))
     axes = fig.subplots(1, 3)
-    keys = (("final_test_acc", "validation accuracy", "(a) final validation accuracy"),
-            ("ratio_final", r"final $\lambda_{max}(P^{-1}H)$ / threshold", "(b) preconditioned sharpness / threshold"),
-            ("spikes", "loss spikes", "(c) loss spikes"))
+    keys = (("final_test_acc", "validation accuracy", "(a) final validation accuracy (diverged: at chance; bars: means)"),
+            ("ratio_final", r"final $\lambda_{max}(P^{-1}H)$ / threshold", "(b) preconditioned sharpness / threshold (bars: medians)"),
+            ("spikes", "loss spikes", "(c) loss spikes (bars: means)"))
     rng = np.random.default_rng(0)
     for ax, (key, ylabel, title) in zip(axes, keys):
         for g in groups:
@@ -132,7 +141,8 @@ def make_clipped_ada(rows: list[dict], cubes: list[xr.Dataset], pdf_path, png_pa
             if vals:
                 ax.scatter(x + rng.uniform(-0.12, 0.12, len(vals)), vals, s=16, alpha=0.5, color=colours[g[0]],
                            marker="o" if g[1] is None else "D")
-                ax.hlines(np.mean(vals), x - 0.3, x + 0.3, color="k", lw=1.5)
+                centre = np.median(vals) if key == "ratio_final" else np.mean(vals)  # as the claims summarise
+                ax.hlines(centre, x - 0.3, x + 0.3, color="k", lw=1.5)
             dead = [r for r in table if (r["arm"], r["clip"]) == g and r["status"] == "diverged"]
             if dead and key == "final_test_acc":
                 ax.scatter([x] * len(dead), [CHANCE] * len(dead), marker="v", color="tab:red")

@@ -4,19 +4,21 @@ and the map of top-Hessian-eigenvector orientations.
 Input is the cube written by :func:`eosflow.dln.simulate`. The claims (spec, fig1 "Expected")
 are computed from the cube; their thresholds were fixed before any run and are not tuned:
 
-* ``η_eos = 2/S(θ₀)`` (the cube's closed form) is the stability limit of the GD iterates: each
-  run's first step shrinks ``Θ = θ₁θ₂`` (``|Θ₁/Θ₀| < 1``) when ``η < η_eos`` and grows it
-  (``|Θ₁/Θ₀| > 1``) when ``η > η_eos``. Statistic: the smaller margin of the two sides,
+* ``fig1.limit``: ``η_eos = 2/S(θ₀)`` (the cube's closed form) is the stability limit of the GD
+  iterates: each run's first step shrinks ``Θ = θ₁θ₂`` (``|Θ₁/Θ₀| < 1``) when ``η < η_eos`` and
+  grows it (``|Θ₁/Θ₀| > 1``) when ``η > η_eos``. Statistic: the smaller margin of the two sides,
   ``min(min_{η>η_eos} |Θ₁/Θ₀| − 1, min_{η<η_eos} 1 − |Θ₁/Θ₀|) > 0``. (That the closed form gives
   the caption's 0.01 is a unit test of :mod:`eosflow.dln`, not a claim: it cannot fail here.)
-* η ∈ {0.011, 0.013} end with ``S < 2/η``: statistic ``η·S_final/2 < 1``.
-* η ∈ {0.011, 0.013} move toward the balanced region: the imbalance ``|θ₂² − θ₁²|`` (conserved
-  by gradient flow, shrunk by ``|1 − x²|`` per GD step) falls by at least 10 %:
-  ``|θ₂²−θ₁²|_T / |θ₂²−θ₁²|_0 < 0.9``.
-* η ∈ {0.001, 0.0095} barely move: ``‖θ_T − θ₀‖ / ‖θ₀‖ < 0.05``.
+* ``fig1.ends_stable``: η ∈ {0.011, 0.013} end with ``S < 2/η``: statistic ``η·S_final/2 < 1``.
+* ``fig1.balances``: η ∈ {0.011, 0.013} move toward the balanced region: the imbalance
+  ``|θ₂² − θ₁²|`` (conserved by gradient flow, shrunk by ``|1 − x²|`` per GD step) falls by at
+  least 10 %: ``|θ₂²−θ₁²|_T / |θ₂²−θ₁²|_0 < 0.9``.
+* ``fig1.barely_moves``: η ∈ {0.001, 0.0095} barely move: ``‖θ_T − θ₀‖ / ‖θ₀‖ < 0.05``.
 
-The toy model is deterministic (no seed, no data): a claim needs only its runs in the cube
-(minimum evidence), then its value decides ``holds`` or ``fails`` (:mod:`eosflow.claims`).
+The thresholds are the registry's (:mod:`eosflow.claims.registry`, ``registry.yaml``). The toy
+model is deterministic (no seed, no data): each claim is of kind ``exact``, and needs only its runs
+in the cube (the registry's minimum evidence); then its one value decides ``holds`` or ``fails``.
+A run missing from the cube leaves its claims ``undetermined``.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import dln
-from ..claims import Claim, check
+from ..claims import Claim, claim
 from .common import finish, new_figure
 
 #: Learning rates of the caption, split by the expected behaviour.
@@ -32,8 +34,6 @@ UNSTABLE_LRS = (0.011, 0.013)
 STABLE_LRS = (0.001, 0.0095)
 #: Factor applied to the θ₂ component of the eigenvector arrows (right panel).
 Y_MAGNIFY = 10.0
-BALANCE_RATIO_MAX = 0.9
-REL_MOVE_MAX = 0.05
 
 
 # --------------------------------------------------------------------------- claims
@@ -68,37 +68,28 @@ def limit_claim(ds) -> Claim:
             + ", ".join(f"{lr:g}: {f:.4f}" for lr, f in sorted(factors.items())))
     if margin is None:
         note += "; the runs do not lie on both sides of eta_eos"
-    return check("eta_eos = 2/S(theta0) is where GD's first step turns from shrinking to growing Theta = theta1*theta2",
-                 "min(min over eta > eta_eos of |Theta_1/Theta_0| - 1, min over eta < eta_eos of 1 - |Theta_1/Theta_0|)",
-                 margin, ">", 0, note=note, evidence={"runs above": len(above), "runs below": len(below)},
-                 minimum={"runs above": 1, "runs below": 1})
+    return claim("fig1.limit", [margin], note=note, evidence={"runs above": len(above), "runs below": len(below)})
 
 
 def fig1_claims(ds) -> list[Claim]:
-    """The fig1 claims, computed from the trajectory cube."""
+    """The fig1 claims (registry ``fig1.*``), computed from the trajectory cube."""
     claims = [limit_claim(ds)]
     for lr in UNSTABLE_LRS:
         r = _final(ds, lr)
         note = "run missing from the cube" if r is None else f"status {r['status']}"
-        have = {"evidence": {"runs": int(r is not None)}, "minimum": {"runs": 1}}
+        runs = {"runs": int(r is not None)}
         s_stat = None if r is None else lr * r["S_T"] / 2
         bal = None if r is None else abs(r["thetaT"][1] ** 2 - r["thetaT"][0] ** 2) / abs(
             r["theta0"][1] ** 2 - r["theta0"][0] ** 2)
-        claims += [
-            check(f"eta={lr}: ends below the stability limit, S_final < 2/eta",
-                  "eta * S_final / 2", s_stat, "<", 1.0, note=note, **have),
-            check(f"eta={lr}: moves toward the balanced region",
-                  "|theta2^2 - theta1^2|_final / |theta2^2 - theta1^2|_0", bal, "<",
-                  BALANCE_RATIO_MAX, note=note + "; threshold = at least a 10 % fall in imbalance", **have),
-        ]
+        claims += [claim("fig1.ends_stable", [s_stat], fmt={"lr": lr}, note=note, evidence=runs),
+                   claim("fig1.balances", [bal], fmt={"lr": lr}, note=note, evidence=runs)]
     for lr in STABLE_LRS:
         r = _final(ds, lr)
         note = "run missing from the cube" if r is None else f"status {r['status']}"
         move = None if r is None else float(
             np.linalg.norm(r["thetaT"] - r["theta0"]) / np.linalg.norm(r["theta0"]))
-        claims.append(check(f"eta={lr}: barely moves", "||theta_final - theta0|| / ||theta0||",
-                            move, "<", REL_MOVE_MAX, note=note, evidence={"runs": int(r is not None)},
-                            minimum={"runs": 1}))
+        claims.append(claim("fig1.barely_moves", [move], fmt={"lr": lr}, note=note,
+                            evidence={"runs": int(r is not None)}))
     return claims
 
 

@@ -1,21 +1,31 @@
-"""Figure 3: loss and sharpness along the gradient direction at snapshots of one instability.
+"""Figure 3: loss and sharpness along the gradient direction at snapshots of one instability, per seed.
 
-One column per snapshot (time order, coloured by time with viridis): top row ``L(θ)``, bottom row
-``S(θ)`` along the slice ``θ_{t−1} + α d``, ``d = −∇L(θ_{t−1}) / ‖∇L(θ_{t−1})‖`` (from
-:func:`eosflow.landscape.run_slices`). Dotted vertical line: the previous parameters (``α = 0``);
+Input: one slices dataset per seed (:func:`eosflow.landscape.run_slices`; the workflow keeps them
+as ``results/figures/fig3/seed<s>/slices.nc``, fig12's as ``results/figures/fig12/seed<s>/slices.nc``),
+each with dims ``(snapshot, point)``, the snapshots of that seed's ``fig3.instability``-th chosen
+spike. A seed whose run had too few spikes has no slices file (its plan's steps are empty): it is
+named in the claims' notes and in ``left_out``.
+
+The figure draws the first seed with slices. One column per snapshot (time order, coloured by time
+with viridis): top row ``L(θ)``, bottom row ``S(θ)`` along the slice ``θ_{t−1} + α d``,
+``d = −∇L(θ_{t−1}) / ‖∇L(θ_{t−1})‖``. Dotted vertical line: the previous parameters (``α = 0``);
 solid: the current ones (``α = s``, the step length). Dashed horizontal line on the S row: the
 stability limit ``2/η``. Expected: as the instability grows the S-curve changes shape until a
 flatter region lets training return to stability.
 
-Claims: the sharpness at the current point is lower at the last snapshot than at the first
-(``S_cur(last) / S_cur(first) < 1``), and the last snapshot is back to stability
-(``η S_cur(last) / 2 < 1``). Non-finite values (a diverged point) are skipped when drawing and
-make a claim not hold; axis limits are always finite.
+Claims (registry ``slices.flatter``, ``slices.stable_again``), one value per seed, the median over
+seeds (sign test): the sharpness at the current point is lower at the last snapshot than at the
+first (``S_cur(last) / S_cur(first) < 1``), and the last snapshot is back to stability
+(``η S_cur(last) / 2 < 1``). A seed whose value is not finite (a diverged point, or a first
+``S_cur`` that is not positive) drops out of that claim with a note; ``evidence`` counts the seeds
+used. Non-finite values are skipped when drawing; axis limits are always finite.
 """
 
 from __future__ import annotations
 
+import json
 import math
+from collections.abc import Mapping
 
 import numpy as np
 import seaborn as sns
@@ -23,7 +33,7 @@ import xarray as xr
 from matplotlib import colormaps
 from matplotlib.lines import Line2D
 
-from ..claims import Claim, check
+from ..claims import Claim, claim
 from .common import finish, new_figure
 
 
@@ -56,46 +66,89 @@ def _f(x) -> float | None:
     return x if math.isfinite(x) else None
 
 
-#: Minimum evidence (fixed before any run): an effect of instabilities needs several of them; the
-#: slices cover one (``fig3.instability``), so at any scale these claims are undetermined, with
-#: their values reported.
-MIN_INSTABILITIES = 3
+def unsliced_reason(plan: dict, instability_key: str) -> str:
+    """Why a seed's plan has no snapshot steps: too few chosen spikes."""
+    return (f"fewer than {plan[instability_key]} chosen loss spikes rising by {plan['min_rise']:g} "
+            f"({len(plan['instabilities'])} found, {len(plan['chosen'])} chosen, eta = {plan['lr']:.4g})")
 
 
-def fig3_claims(ds: xr.Dataset) -> list[Claim]:
-    """The two claims of fig3 from a slices dataset (snapshots taken in step order, all of one
-    instability)."""
+def nothing_to_slice(figure: str, run: str, plans: list[dict], instability_key: str) -> str:
+    """The message when no seed's run has a spike to slice, naming the keys that would give one."""
+    per = "; ".join(f"seed {p['seed']}: {unsliced_reason(p, instability_key)}" for p in plans)
+    return (f"eosflow: {figure} has nothing to slice: no {run} run has {figure}.instability = "
+            f"{plans[0][instability_key] if plans else '?'} loss spikes rising by {run}.min_rise ({per}). "
+            f"Raise {run}.lr_relative (or {run}.lr), train longer ({run}.train.max_epochs) or lower {run}.min_rise.")
+
+
+def _by_seed(slices) -> dict[int, xr.Dataset]:
+    """``{seed: dataset}`` from a mapping, or from one dataset (its seed from its config record, else 0)."""
+    if isinstance(slices, xr.Dataset):
+        seed = json.loads(slices.attrs.get("config", "{}") or "{}").get("seed", 0)
+        return {int(seed): slices}
+    if not isinstance(slices, Mapping):
+        raise TypeError("slices: a dataset or a mapping {seed: dataset}")
+    return {int(k): v for k, v in slices.items()}
+
+
+def slice_values(ds: xr.Dataset) -> dict:
+    """One seed's values for the claims, from its slices (snapshots taken in step order): the first
+    and last snapshot's steps and ``S_cur``, ``ratio`` = S_cur(last) / S_cur(first) and ``stable``
+    = η S_cur(last) / 2 (None where not finite, with the reason in ``ratio_note``/``stable_note``)."""
     ds = ds.sortby("step")
     lr = float(ds.attrs["lr"])
     s_cur = ds["sharpness_cur"].values.astype(float)
-    steps = ds["step"].values
-    first, last = s_cur[0], s_cur[-1]
-    ratio, note = None, ""
+    steps = ds["step"].values.astype(int)
+    first, last = (s_cur[0], s_cur[-1]) if s_cur.size else (math.nan, math.nan)
+    ratio, ratio_note = None, ""
     if len(s_cur) < 2:
-        note = "fewer than two snapshots"
+        ratio_note = "fewer than two snapshots"
     elif not (math.isfinite(first) and math.isfinite(last)):
-        note = "S at the current point is not finite at the first or last snapshot"
+        ratio_note = "S at the current point is not finite at the first or last snapshot"
     elif first <= 0:
-        note = f"S at the current point of the first snapshot is {first:g} (not positive)"
+        ratio_note = f"S at the current point of the first snapshot is {first:g} (not positive)"
     else:
-        ratio = last / first
-    evidence = {"evidence": {"instabilities": 1}, "minimum": {"instabilities": MIN_INSTABILITIES}}
-    claims = [
-        check("the S-curve at the last snapshot is flatter at the current point than at the first",
-              f"S(current point, epoch {int(steps[-1])}) / S(current point, epoch {int(steps[0])})",
-              ratio, "<", 1, note=note, **evidence),
-        check("the last snapshot is back to stability",
-              f"lr * S(current point, epoch {int(steps[-1])}) / 2", lr * last / 2, "<", 1,
-              note="" if math.isfinite(last) else "S at the current point of the last snapshot is not finite",
-              **evidence),
-    ]
-    return claims
+        ratio = float(last / first)
+    stable = float(lr * last / 2) if math.isfinite(last) else None
+    return {"lr": lr, "steps": [int(steps[0]), int(steps[-1])] if steps.size else [],
+            "sharpness_cur_first": _f(first), "sharpness_cur_last": _f(last), "ratio": ratio, "ratio_note": ratio_note,
+            "stable": stable,
+            "stable_note": "" if stable is not None else "S at the current point of the last snapshot is not finite"}
 
 
-def make_fig3(ds: xr.Dataset, pdf_path, png_path, claims_path, keep_open: bool = False, figure: str = "fig3"):
-    """Draw figure 3 from the slices NetCDF of :func:`eosflow.landscape.run_slices`; returns the
-    claims (and the figure too with ``keep_open``, for tests). ``figure``: the name in the title and
+def _claim_over_seeds(claim_id: str, per: dict[int, dict], key: str, left_out: dict[int, str]) -> Claim:
+    used = [(s, v[key]) for s, v in per.items() if v[key] is not None]
+    parts = [f"seed {s}: {x:.4g} (epochs {per[s]['steps'][0]}-{per[s]['steps'][1]})" for s, x in used]
+    note = "per seed: " + (", ".join(parts) or "none")
+    dropped = [f"seed {s} ({v[key + '_note']})" for s, v in per.items() if v[key] is None]
+    dropped += [f"seed {s} (no slices: {why})" for s, why in left_out.items()]
+    if dropped:
+        note += "; left out: " + ", ".join(dropped)
+    return claim(claim_id, [x for _, x in used], note=note, evidence={"seeds": len(used)})
+
+
+def fig3_claims(slices, left_out: dict | None = None) -> list[Claim]:
+    """The two claims (registry ``slices.flatter``, ``slices.stable_again``) from the slices of
+    every seed (``{seed: dataset}``, or one dataset); ``left_out``: ``{seed: why}`` for the seeds
+    without slices."""
+    per = {s: slice_values(ds) for s, ds in _by_seed(slices).items()}
+    left_out = dict(left_out or {})
+    return [_claim_over_seeds("slices.flatter", per, "ratio", left_out),
+            _claim_over_seeds("slices.stable_again", per, "stable", left_out)]
+
+
+def make_fig3(slices, pdf_path, png_path, claims_path, keep_open: bool = False, figure: str = "fig3",
+              left_out: dict | None = None):
+    """Draw figure 3 from the first seed's slices and write the claims over every seed; returns the
+    claims (and the figure too with ``keep_open``, for tests). ``slices``: ``{seed: dataset}`` (in
+    seed order; datasets as :func:`eosflow.landscape.run_slices` writes them), or one dataset;
+    ``left_out``: ``{seed: why}`` for seeds without slices. ``figure``: the name in the title and
     the claims file (``fig12``: the same figure for the second setting)."""
+    by_seed = _by_seed(slices)
+    if not by_seed:
+        raise ValueError(f"make_fig3: no slices to draw ({figure})")
+    left_out = dict(left_out or {})
+    claims = fig3_claims(by_seed, left_out)
+    seed, ds = next(iter(by_seed.items()))
     sns.set_theme(style="whitegrid", context="paper", font_scale=1.0)
     ds = ds.sortby("step")
     lr = float(ds.attrs["lr"])
@@ -143,7 +196,8 @@ def make_fig3(ds: xr.Dataset, pdf_path, png_path, claims_path, keep_open: bool =
                Line2D([], [], ls="--", color="tab:red", label=rf"$2/\eta$ = {limit:.3g}")]
     fig.legend(handles=handles, loc="lower center", ncol=3, fontsize=8, frameon=False, bbox_to_anchor=(0.5, -0.04))
     setting = ds.attrs.get("setting", "")
-    fig.suptitle(f"{figure}: L and S along the gradient direction, {setting} at $\\eta$ = {lr:g}", fontsize=10)
+    fig.suptitle(f"{figure}: L and S along the gradient direction, {setting} seed {seed} at $\\eta$ = {lr:.4g} "
+                 f"(claims over seeds {sorted(set(by_seed) | set(left_out))})", fontsize=10)
     fig.tight_layout(rect=(0, 0.03, 1, 1))
     snapshots = []
     for j in range(n):
@@ -158,5 +212,7 @@ def make_fig3(ds: xr.Dataset, pdf_path, png_path, claims_path, keep_open: bool =
             "lr_sharpness_cur_over_2": _f(lr * sc / 2),
             "max_residual": _f(res.max()) if res.size else None,
         })
-    return finish(fig, fig3_claims(ds), pdf_path, png_path, claims_path, figure, keep_open, lr=lr, setting=setting,
-                  stability_limit_2_over_lr=limit, snapshots=snapshots)
+    seeds = [{"seed": s, **slice_values(d)} for s, d in by_seed.items()]
+    return finish(fig, claims, pdf_path, png_path, claims_path, figure, keep_open, drawn_seed=seed, lr=lr,
+                  setting=setting, stability_limit_2_over_lr=limit, snapshots=snapshots, seeds=seeds,
+                  left_out={str(s): why for s, why in left_out.items()})

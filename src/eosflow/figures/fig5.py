@@ -9,10 +9,14 @@ by its *measured* class (:mod:`eosflow.stability`: did its tracked η_t·S(θ_t)
 spike), whatever η_eos(θ₀) predicted. The claims file counts the classes on each side of the limit.
 
 Diverged runs are drawn as red triangles at chance accuracy, never dropped; for the claims a
-diverged run counts at chance accuracy (1 / number of classes). The η₀ grid may be absolute or
-relative (multiples of each seed's own limit, ``fig5.lrs_relative``); the claims are statistics
-over the seeds with enough runs on both sides of their limit (:func:`seed_table`), each with a
-bootstrap interval and a verdict (:mod:`eosflow.claims`); the claims file lists every seed's row.
+diverged run counts at chance accuracy (the registry's ``chance``, 1 / number of classes). The η₀
+grid may be absolute or relative (multiples of each seed's own limit, ``fig5.lrs_relative``).
+
+The claims (registry ``fig5.gain``, ``fig5.best_above``, ``fig5.falloff``; :func:`seed_table` has
+each seed's values, written to the claims file) are per-seed values decided over seeds
+(:mod:`eosflow.claims`): the gain by the exact sign-flip test of the mean paired difference, the
+two others by the sign test of the median; their intervals invert the tests and need 6 seeds.
+Every seed counts where its value is defined (the gain needs a run on each side of the seed's limit).
 """
 
 from __future__ import annotations
@@ -27,19 +31,22 @@ from matplotlib.cm import ScalarMappable
 from matplotlib.colors import LogNorm
 from matplotlib.lines import Line2D
 
-from ..claims import Claim, bootstrap_interval, check
+from ..claims import REGISTRY, Claim, claim
 from .common import finish, log_axis, new_figure
 
-CHANCE = 0.1
+#: A diverged run's accuracy (1 / number of classes) and the relative distance from a seed's limit
+#: within which a run is on neither side: the registry's params of ``fig5.gain``.
+CHANCE = float(REGISTRY.param("fig5.gain", "chance"))
+AT_LIMIT = float(REGISTRY.param("fig5.gain", "at_limit"))
 #: Panel (c)'s markers of the measured class (:mod:`eosflow.stability`).
 MEASURED_MARKERS = {"stable": "X", "unstable": "o", "unmeasured": "d"}
 
 
-def accuracy(ds: xr.Dataset) -> np.ndarray:
-    """Final validation accuracy; diverged runs (or runs without a finite value) at chance."""
+def accuracy(ds: xr.Dataset, chance: float = CHANCE) -> np.ndarray:
+    """Final validation accuracy; diverged runs (or runs without a finite value) at ``chance``."""
     acc = ds["final_test_acc"].values.astype(float).copy()
     bad = (ds["status"].values == "diverged") | ~np.isfinite(acc)
-    acc[bad] = CHANCE
+    acc[bad] = chance
     return acc
 
 
@@ -64,67 +71,78 @@ def seed_means(ds: xr.Dataset) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             np.array(sd))
 
 
-#: Minimum evidence, fixed before any run: a seed contributes when it has at least MIN_PER_SIDE runs
-#: on each side of its own limit; a claim needs MIN_SEEDS contributing seeds (its interval is then
-#: computed from as many values).
-MIN_SEEDS = 3
-MIN_PER_SIDE = 2
-#: Runs whose η₀ is within this relative distance of their seed's η_eos are on neither side.
-AT_LIMIT = 0.01
-
-
-def sides(lr: np.ndarray, eos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(above, below) masks of runs against their own seed's limit; runs within :data:`AT_LIMIT`
-    of it (and runs without a measured limit) are on neither side."""
+def sides(lr: np.ndarray, eos: np.ndarray, at_limit: float = AT_LIMIT) -> tuple[np.ndarray, np.ndarray]:
+    """(above, below) masks of runs against their own seed's limit; runs within ``at_limit``
+    (relative) of it, and runs without a measured limit, are on neither side."""
     with np.errstate(invalid="ignore", divide="ignore"):
         ratio = lr / eos
-    return ratio > 1 + AT_LIMIT, ratio < 1 - AT_LIMIT
+    return ratio > 1 + at_limit, ratio < 1 - at_limit
+
+
+def _best(idx: np.ndarray, acc: np.ndarray, lr: np.ndarray) -> int:
+    """The run of ``idx`` with the best accuracy; ties: the smaller η₀."""
+    top = idx[acc[idx] == acc[idx].max()]
+    return int(top[np.argmin(lr[top])])
 
 
 def seed_table(ds: xr.Dataset) -> list[dict]:
-    """Per seed of one setting: runs on each side, whether it contributes, and its statistics
-    (best above minus best below, argmax η₀ / η_eos, acc at its largest η₀ minus its best)."""
+    """Per seed of one setting, the claims' values (registry ``fig5.*``; a diverged run at chance):
+
+    - ``k``: the smaller of its numbers of runs above and below its own limit (``runs_above``,
+      ``runs_below``; runs within :data:`AT_LIMIT` of it on neither side); ``gain``: the best
+      accuracy among the k runs above nearest the limit minus the best among the k below nearest it
+      (None when k = 0);
+    - ``best_ratio``: η₀ / η_eos of its best run (ties: the smaller η₀; None without a limit);
+    - ``falloff``: the accuracy at its largest η₀ minus the median accuracy of its other runs
+      (None with one run).
+    """
     lr, acc, eos = ds["lr"].values.astype(float), accuracy(ds), ds["eta_eos"].values.astype(float)
     above, below = sides(lr, eos)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ratio = lr / eos
     rows = []
     for seed in np.unique(ds["seed"].values):
         one = ds["seed"].values == seed
-        n_above, n_below = int((one & above).sum()), int((one & below).sum())
-        row = {"seed": int(seed), "runs_above": n_above, "runs_below": n_below,
-               "contributes": n_above >= MIN_PER_SIDE and n_below >= MIN_PER_SIDE}
-        i = np.flatnonzero(one)[int(np.argmax(acc[one]))]
-        j = np.flatnonzero(one)[int(np.argmax(lr[one]))]
-        row.update(gain=float(acc[one & above].max() - acc[one & below].max()) if n_above and n_below else None,
-                   best_ratio=float(lr[i] / eos[i]) if np.isfinite(eos[i]) else None,
-                   falloff=float(acc[j] - acc[one].max()))
-        rows.append(row)
+        idx = np.flatnonzero(one)
+        up, down = np.flatnonzero(one & above), np.flatnonzero(one & below)
+        k = min(up.size, down.size)
+        near_up = up[np.argsort(ratio[up], kind="stable")][:k]
+        near_down = down[np.argsort(-ratio[down], kind="stable")][:k]
+        i = _best(idx, acc, lr)
+        j = int(idx[np.argmax(lr[idx])])
+        others = idx[idx != j]
+        rows.append({"seed": int(seed), "runs_above": int(up.size), "runs_below": int(down.size), "k": int(k),
+                     "gain": float(acc[near_up].max() - acc[near_down].max()) if k else None,
+                     "best_ratio": float(ratio[i]) if math.isfinite(ratio[i]) else None,
+                     "falloff": float(acc[j] - np.median(acc[others])) if others.size else None})
     return rows
 
 
+def _undefined(table: list[dict], key: str) -> str:
+    missing = [str(r["seed"]) for r in table if r[key] is None]
+    return f"; undefined for seed(s) {', '.join(missing)}" if missing else ""
+
+
 def setting_claims(name: str, ds: xr.Dataset) -> list[Claim]:
-    """The claims of one setting. Each run is placed against its own seed's limit
-    η_eos = 2 / S(θ₀) (the initialisation, hence S(θ₀), differs between seeds); each claim is a
-    statistic over the contributing seeds with its 95 % bootstrap interval."""
+    """The claims of one setting (``fig5.gain``, ``fig5.best_above``, ``fig5.falloff``), each from
+    the per-seed values of :func:`seed_table`. Each run is placed against its own seed's limit
+    η_eos = 2 / S(θ₀) (the initialisation, hence S(θ₀), differs between seeds)."""
     table = seed_table(ds)
-    used = [r for r in table if r["contributes"]]
-    gains = [r["gain"] for r in used]
-    ratios = [r["best_ratio"] for r in used if r["best_ratio"] is not None]
-    falloffs = [r["falloff"] for r in used]
-    counts = "; runs below/above per seed: " + ", ".join(
-        f"seed {r['seed']}: {r['runs_below']}/{r['runs_above']}" for r in table)
-    need = {"minimum": {"seeds": MIN_SEEDS}}
+    fmt = {"setting": name}
+    counts = "runs below/above per seed (k): " + ", ".join(
+        f"seed {r['seed']}: {r['runs_below']}/{r['runs_above']} ({r['k']})" for r in table)
+    values = {key: [r[key] for r in table if r[key] is not None] for key in ("gain", "best_ratio", "falloff")}
     return [
-        check(f"{name}: validation accuracy improves past the stability limit",
-              "mean over seeds of (best acc with eta0 > eta_eos) - (best acc with eta0 < eta_eos)",
-              np.mean(gains) if gains else None, ">", 0, note=f"{len(used)} of {len(table)} seeds contribute" + counts,
-              interval=bootstrap_interval(gains), evidence={"seeds": len(gains)}, **need),
-        check(f"{name}: the best eta0 lies above the stability limit",
-              "median over seeds of argmax_eta0(acc) / eta_eos", np.median(ratios) if ratios else None, ">", 1,
-              interval=bootstrap_interval(ratios, np.median), evidence={"seeds": len(ratios)}, **need),
-        check(f"{name}: too-large eta0 falls off (Goldilocks zone)",
-              "mean over seeds of (acc at the seed's largest eta0 - the seed's best acc) (diverged = chance)",
-              np.mean(falloffs) if falloffs else None, "<", 0, interval=bootstrap_interval(falloffs),
-              evidence={"seeds": len(falloffs)}, **need),
+        claim("fig5.gain", values["gain"], fmt=fmt,
+              note=f"{len(values['gain'])} of {len(table)} seeds have runs on both sides of their limit; "
+                   + counts + _undefined(table, "gain") + f"; a diverged run at chance ({CHANCE:g})"),
+        claim("fig5.best_above", values["best_ratio"], fmt=fmt,
+              note="best eta0 / eta_eos per seed: " + ", ".join(
+                  f"seed {r['seed']}: {r['best_ratio']:.3g}" for r in table if r["best_ratio"] is not None)
+                   + _undefined(table, "best_ratio")),
+        claim("fig5.falloff", values["falloff"], fmt=fmt,
+              note=f"{len(values['falloff'])} of {len(table)} seeds" + _undefined(table, "falloff")
+                   + f"; a diverged run at chance ({CHANCE:g})"),
     ]
 
 
@@ -188,7 +206,7 @@ def make_fig5(ds: xr.Dataset, pdf_path, png_path, claims_path, keep_open: bool =
                       label=r"$\eta_0 < \eta_{eos}(\theta_0)$ (predicted stable)"),
                Line2D([], [], marker="o", ls="", color="0.3",
                       label=r"$\eta_0 > \eta_{eos}(\theta_0)$ (predicted unstable)"),
-               Line2D([], [], marker="D", ls="", color="0.3", label=r"within 1 % of $\eta_{eos}$"),
+               Line2D([], [], marker="D", ls="", color="0.3", label=rf"within {AT_LIMIT:.0%} of $\eta_{{eos}}$"),
                Line2D([], [], marker="v", ls="", color="tab:red", label="diverged (at chance)"),
                Line2D([], [], marker="o", ls="", mfc="w", mec="0.5", label="grey edge: hit max_epochs")]
     pooled_ax.legend(handles=handles, fontsize=8, loc="lower left")

@@ -4,14 +4,14 @@ fig5 sweep.
 Per setting and seed, the Spearman correlation across that seed's η₀ grid of the final
 validation accuracy with each of: the final sharpness S_final, the eigenspace rotation 1 − ρ
 (:mod:`eosflow.figures.fig7`), and η₀. Bars: the mean over seeds, error bars ± sd over seeds,
-grouped per setting; dots: the seeds. Diverged runs are excluded from the correlations and
-counted (:mod:`eosflow.figures.sweep_stats`: which runs and seeds enter).
+grouped per setting; dots: the seeds. Diverged runs are excluded from the S_final and 1 − ρ
+correlations (they have no final state) and **count at chance accuracy in the η₀ correlation**, as
+in fig5 (:mod:`eosflow.figures.sweep_stats`: which runs and seeds enter).
 
-Claims, per setting (fixed before any run): the mean over contributing seeds of each Spearman
-correlation, with a 95 % bootstrap interval over seeds that must clear 0 (at least
-:data:`~eosflow.figures.sweep_stats.MIN_SEEDS` seeds with
-:data:`~eosflow.figures.sweep_stats.MIN_RUNS` usable runs each, else undetermined):
-accuracy rises with 1 − ρ (> 0); accuracy falls with S_final (< 0: flatter generalizes better);
+Claims, per setting (registry ``fig8.sharpness``, ``fig8.rotation``, ``fig8.eta0``): the mean over
+seeds (each with at least the registry's ``min_runs`` runs) of each per-seed Spearman correlation,
+decided by the stratified permutation test (each seed's correlation against its exact null):
+accuracy falls with S_final (< 0: flatter generalizes better); accuracy rises with 1 − ρ (> 0);
 accuracy rises with η₀ (> 0).
 """
 
@@ -24,33 +24,33 @@ import numpy as np
 import seaborn as sns
 import xarray as xr
 
-from ..claims import Claim
-from ..similarity import spearman
+from ..claims import REGISTRY, Claim
 from .common import finish, json_safe, new_figure
-from .fig5 import accuracy
-from .sweep_stats import MIN_RUNS, MIN_SEEDS, diverged_runs, seed_mean_claim, seed_spearman, setting_runs, settings_of
+from .sweep_stats import diverged_runs, rank_claim, seed_spearman, setting_runs, settings_of
 
-#: (label drawn, summary quantity, the claim's name, its comparison) per correlation.
+#: (label drawn, summary quantity, registry id, diverged runs at chance?) per correlation.
 CORRELATIONS = [
-    ("S_final", "sharpness_final", "flatter generalizes better: accuracy falls as S_final rises", "<"),
-    ("1 − ρ", "rotation", "accuracy rises with the eigenspace rotation 1 - rho", ">"),
-    ("η₀", "lr", "accuracy rises with eta0", ">"),
+    ("S_final", "sharpness_final", "fig8.sharpness", False),
+    ("1 − ρ", "rotation", "fig8.rotation", False),
+    ("η₀", "lr", "fig8.eta0", True),
 ]
-_STAT = {"sharpness_final": "S_final", "rotation": "1 - rho", "lr": "eta0"}
+
+
+def _rows(ds: xr.Dataset, q: str, cid: str, at_chance: bool) -> list[dict]:
+    chance = float(REGISTRY.param(cid, "chance")) if at_chance else None
+    return seed_spearman(ds, q, min_runs=int(REGISTRY.param(cid, "min_runs")), chance=chance)
 
 
 def correlation_table(ds: xr.Dataset) -> dict[str, dict[str, list[dict]]]:
-    """{setting: {quantity: per-seed rows (:func:`~eosflow.figures.sweep_stats.seed_spearman`)}}."""
-    return {name: {q: seed_spearman(setting_runs(ds, name), q) for _, q, _, _ in CORRELATIONS}
+    """{setting: {quantity: per-seed rows (:func:`~eosflow.figures.sweep_stats.seed_spearman`)}}: diverged
+    runs excluded, except at chance in the η₀ correlation."""
+    return {name: {q: _rows(setting_runs(ds, name), q, cid, c) for _, q, cid, c in CORRELATIONS}
             for name in settings_of(ds)}
 
 
 def setting_claims(name: str, table: dict[str, list[dict]]) -> list[Claim]:
     """fig8's claims for one setting from its per-seed correlations (module docstring)."""
-    return [seed_mean_claim(f"{name}: {claim}",
-                            f"mean over seeds of Spearman(validation acc, {_STAT[q]}) across eta0 (diverged excluded)",
-                            table[q], op, 0.0)
-            for _, q, claim, op in CORRELATIONS]
+    return [rank_claim(cid, table[q], name) for _, q, cid, _ in CORRELATIONS]
 
 
 def long_frame(table: dict) -> dict[str, list]:
@@ -62,17 +62,16 @@ def long_frame(table: dict) -> dict[str, list]:
     return {c: [r[c] for r in rows] for c in ("setting", "quantity", "seed", "spearman")}
 
 
-def eta0_with_diverged_at_chance(ds: xr.Dataset) -> dict:
+def eta0_with_diverged_excluded(ds: xr.Dataset) -> dict:
     """Descriptive, no claim: per setting, each seed's Spearman(validation acc, η₀) with its diverged runs
-    kept at chance accuracy (as fig5 counts them) instead of excluded, and the mean over seeds: how much
-    excluding them moves the η₀ correlation."""
+    left out (the statistic before they counted at chance), and the mean over seeds: how much counting
+    them moves the η₀ correlation."""
     out = {}
     for name in settings_of(ds):
-        sub = setting_runs(ds, name)
-        lr, acc, seeds = sub["lr"].values.astype(float), accuracy(sub), sub["seed"].values
-        per_seed = {int(k): spearman(lr[seeds == k], acc[seeds == k]) for k in np.unique(seeds)}
-        finite = [v for v in per_seed.values() if math.isfinite(v)]
-        out[name] = {"per_seed": json_safe(per_seed), "mean": float(np.mean(finite)) if finite else None}
+        rows = seed_spearman(setting_runs(ds, name), "lr", min_runs=int(REGISTRY.param("fig8.eta0", "min_runs")))
+        finite = [r["spearman"] for r in rows if r["contributes"]]
+        out[name] = {"per_seed": {r["seed"]: r["spearman"] for r in rows},
+                     "mean": float(np.mean(finite)) if finite else None}
     return out
 
 
@@ -94,6 +93,7 @@ def make_fig8(ds: xr.Dataset, pdf_path, png_path, claims_path, keep_open: bool =
     gs = fig.add_gridspec(2, 1, height_ratios=[4.2, 1.4], hspace=0.35)
     ax = fig.add_subplot(gs[0])
     order, hue_order = settings, [lab for lab, _, _, _ in CORRELATIONS]
+    min_runs = REGISTRY.param("fig8.eta0", "min_runs")
     palette = dict(zip(hue_order, sns.color_palette("colorblind", len(hue_order))))
     if frame["spearman"]:
         sns.barplot(frame, x="setting", y="spearman", hue="quantity", order=order, hue_order=hue_order,
@@ -103,7 +103,7 @@ def make_fig8(ds: xr.Dataset, pdf_path, png_path, claims_path, keep_open: bool =
     else:
         ax.set_xticks(range(len(order)), order)
         ax.set_xlim(-0.5, len(order) - 0.5)
-        ax.text(0.5, 0.7, f"no seed has ≥ {MIN_RUNS} usable runs:\nno correlation to draw", ha="center",
+        ax.text(0.5, 0.7, f"no seed has ≥ {min_runs} usable runs:\nno correlation to draw", ha="center",
                 va="center", transform=ax.transAxes, bbox={"facecolor": "w", "edgecolor": "0.7"})
     ax.axhline(0.0, color="k", lw=0.8)
     ax.set_ylim(-1.12, 1.12)
@@ -120,16 +120,21 @@ def make_fig8(ds: xr.Dataset, pdf_path, png_path, claims_path, keep_open: bool =
         ax.legend(title="", loc="upper center", bbox_to_anchor=(0.5, -0.07), fontsize=8, ncols=3, frameon=False)
     note = fig.add_subplot(gs[1])
     note.axis("off")
-    lines = [f"Diverged runs ({len(diverged_runs(ds))}) are excluded from the correlations and counted in the claims "
-             f"file; a seed counts with ≥ {MIN_RUNS} usable runs, a claim needs ≥ {MIN_SEEDS} seeds "
-             "(95 % bootstrap interval over seeds must clear 0)."]
+    lines = [f"Diverged runs ({len(diverged_runs(ds))}, listed in the claims file) are left out of the S_final and "
+             "1 − ρ correlations (no final state) and count at chance accuracy in the η₀ one, as in fig5. "
+             f"A seed counts with ≥ {min_runs} runs. Claims: the mean over seeds of their Spearman correlations, "
+             "decided by the stratified permutation test (each seed's correlation against its exact null; "
+             "the band: the null's central 95 %)."]
     for c in claims:
-        iv = "" if c.interval is None else f" [{c.interval[0]:+.2f}, {c.interval[1]:+.2f}]"
-        lines.append(f"{c.name}: {_fmt(c.value)}{iv} → {c.verdict}")
+        iv = "" if c.interval is None else f" (null band [{c.interval[0]:+.2f}, {c.interval[1]:+.2f}])"
+        need = ""
+        if c.verdict == "undetermined":
+            need = f", {c.needed} seeds needed" if c.needed is not None else ", more seeds do not help"
+        lines.append(f"{c.name}: {_fmt(c.value)}{iv} → {c.verdict}{need}")
     width = int(fig.get_figwidth() * 15)
     lines = [w for line in lines for w in textwrap.wrap(line, width, subsequent_indent="    ")]
     note.text(0.0, 0.85, "\n".join(lines), va="top", ha="left", fontsize=7.5, transform=note.transAxes)
     return finish(fig, claims, pdf_path, png_path, claims_path, "fig8", keep_open,
                   correlations=json_safe(table), diverged_runs=diverged_runs(ds),
-                  eta0_with_diverged_at_chance=eta0_with_diverged_at_chance(ds),
+                  eta0_with_diverged_excluded=json_safe(eta0_with_diverged_excluded(ds)),
                   runs={s: int((ds["status"].values == s).sum()) for s in ("converged", "max_epochs", "diverged")})

@@ -10,21 +10,22 @@ diverged (red triangles) and *collapsed* (orange triangles: the run ended at cha
 at most :data:`COLLAPSE_ACC`, a constant predictor with loss ln 10 that no stopping rule catches);
 runs stopped by the epoch cap (status ``max_epochs``) as open markers.
 
-Claims (statistics and minimum evidence fixed here, before any run; verdicts by :mod:`eosflow.claims`),
-per seed, from its runs that did not fail (neither diverged nor collapsed):
+Claims (the registry's ``fig9.peak`` and ``fig9.falls``; the median over seeds, decided by the sign
+test over seeds, :mod:`eosflow.claims`: it cannot decide below 6 seeds), per seed, from its runs that
+did not fail (neither diverged nor collapsed: *trained*):
 
 1. *accuracy peaks above the stability limit*: ``log2(η_best / η_eos)``, η_best the η of the seed's
-   best accuracy; the mean over seeds with a 95 % bootstrap interval must clear 0. A seed contributes
-   when it has a measured limit and a trained run above it.
-2. *accuracy falls before divergence*: ``peak − acc(η_last)``, η_last the largest η below the seed's
-   smallest failed η (the last run before divergence or collapse); the mean over seeds, with its
-   interval, must clear :data:`DROP_MARGIN`. A seed contributes when one of its runs failed and one
-   below it did not.
-   The fraction of seeds whose drop exceeds the margin is reported beside it.
+   best accuracy (ties: the smaller η), against 0. Every seed with a trained run and a measured limit
+   counts: a seed whose runs above its limit all failed has its best below it.
+2. *accuracy falls before divergence*: the accuracy at η_last, the largest trained η below the seed's
+   smallest failed η (the last run before divergence or collapse), minus the median accuracy of the
+   seed's other trained runs, against 0 (< 0: the last run is below the seed's typical accuracy).
+   Under "no effect of η on accuracy" the last run is one more draw of the others, so the
+   difference is centred on 0. A seed counts when one of its runs failed with a trained run below
+   it, and it has another trained run.
 
-Each needs :data:`MIN_SEEDS` contributing seeds; short of them (or with no failed run, or no run
-above the limit) it is ``undetermined``. The claims file also counts the diverged and the collapsed
-runs per η.
+The claims file keeps the per-seed table (:func:`seed_table`) and counts the diverged and the
+collapsed runs per η.
 """
 
 from __future__ import annotations
@@ -37,18 +38,12 @@ import xarray as xr
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
-from ..claims import Claim, bootstrap_interval, check
+from ..claims import REGISTRY, Claim, claim
 from .common import finish, new_figure
 
-#: Minimum evidence (fixed before any run): contributing seeds per claim.
-MIN_SEEDS = 3
-#: "Accuracy falls before divergence": the last run before divergence is below the peak by more than this.
-DROP_MARGIN = 0.01
 #: A run that ends at or below this training accuracy (chance: 0.1) has collapsed: it failed as a
-#: diverged run did, whatever its status.
-COLLAPSE_ACC = 0.15
-#: Runs within this relative distance of their seed's limit are not above it.
-AT_LIMIT = 0.01
+#: diverged run did, whatever its status (the registry's ``collapse_acc`` of both fig9 claims).
+COLLAPSE_ACC = float(REGISTRY.param("fig9.falls", "collapse_acc"))
 
 
 def run_rows(ds: xr.Dataset) -> list[dict]:
@@ -77,10 +72,11 @@ def _f(x) -> float | None:
 
 
 def seed_table(rows: list[dict]) -> list[dict]:
-    """Per seed: its limit, the peak (η_best, accuracy), log2(η_best / η_eos), the smallest failed η,
-    the last η before it and its accuracy, the drop from the peak, and whether the seed contributes to
-    each claim (``above``: a trained run above its limit; ``failed``: a diverged or collapsed run with a
-    trained one below it)."""
+    """Per seed: its limit, the peak (η_best, accuracy) and ``log2_best_over_eos`` (claim 1's value;
+    None without a trained run or a limit), the smallest failed η, the last trained η before it
+    (``eta_last``) and its accuracy, the median accuracy of the seed's other trained runs and
+    ``fall`` = ``acc_last`` minus it (claim 2's value; None where undefined), and ``failed``: a
+    diverged or collapsed run with a trained one below it."""
     out = []
     for seed in sorted({r["seed"] for r in rows}):
         runs = sorted((r for r in rows if r["seed"] == seed), key=lambda r: r["lr"])
@@ -89,9 +85,9 @@ def seed_table(rows: list[dict]) -> list[dict]:
         ok = [r for r in runs if outcome(r) == "trained" and math.isfinite(r["acc"])]
         div = [r["lr"] for r in runs if outcome(r) != "trained"]
         row = {"seed": seed, "eta_eos": _f(eta_eos), "eta_best": None, "peak_acc": None, "log2_best_over_eos": None,
-               "eta_first_failed": min(div) if div else None, "eta_last": None, "acc_last": None, "drop": None,
-               "n_runs": len(runs), "n_failed": len(div),
-               "above": bool(math.isfinite(eta_eos) and any(r["lr"] > eta_eos * (1 + AT_LIMIT) for r in ok))}
+               "eta_first_failed": min(div) if div else None, "eta_last": None, "acc_last": None,
+               "acc_others_median": None, "fall": None, "n_runs": len(runs), "n_trained": len(ok),
+               "n_failed": len(div)}
         if ok:
             best = max(ok, key=lambda r: (r["acc"], -r["lr"]))  # ties: the smaller η
             row.update(eta_best=best["lr"], peak_acc=best["acc"])
@@ -101,7 +97,11 @@ def seed_table(rows: list[dict]) -> list[dict]:
         row["failed"] = bool(div and before)
         if row["failed"]:
             last = before[-1]
-            row.update(eta_last=last["lr"], acc_last=last["acc"], drop=row["peak_acc"] - last["acc"])
+            row.update(eta_last=last["lr"], acc_last=last["acc"])
+            others = [r["acc"] for r in ok if r is not last]
+            if others:
+                med = float(np.median(others))
+                row.update(acc_others_median=med, fall=last["acc"] - med)
         out.append(row)
     return out
 
@@ -109,25 +109,28 @@ def seed_table(rows: list[dict]) -> list[dict]:
 def fig9_claims(rows: list[dict]) -> list[Claim]:
     """The two claims of the module docstring from the runs' rows."""
     table = seed_table(rows)
-    peak = [t["log2_best_over_eos"] for t in table if t["above"] and t["log2_best_over_eos"] is not None]
-    drops = [t["drop"] for t in table if t["failed"]]
-    n_above = sum(t["above"] for t in table)
-    n_div = sum(t["failed"] for t in table)
-    peak_note = "" if n_above else "no trained (non-diverged, non-collapsed) run lies above its seed's limit"
-    frac = (sum(d > DROP_MARGIN for d in drops) / len(drops)) if drops else None
-    drop_note = (f"fraction of seeds whose drop exceeds {DROP_MARGIN:g}: {frac:.3g} ({len(drops)} seeds)"
-                 if drops else "no run diverged or collapsed above a trained one: divergence not reached")
+    peak = [t for t in table if t["log2_best_over_eos"] is not None]
+    falls = [t for t in table if t["fall"] is not None]
+    no_peak = [t["seed"] for t in table if t["log2_best_over_eos"] is None]
+    n_above = sum(t["log2_best_over_eos"] > 0 for t in peak)
+    peak_note = (f"{n_above} of {len(peak)} seeds have their best eta above their limit"
+                 if peak else "no seed has a trained (non-diverged, non-collapsed) run and a measured limit")
+    if no_peak and peak:
+        peak_note += f"; seeds {no_peak} have no trained run or no measured limit"
+    failed = [t for t in table if t["failed"]]
+    alone = [t["seed"] for t in failed if t["fall"] is None]
+    if falls:
+        n_below = sum(t["fall"] < 0 for t in falls)
+        fall_note = (f"{n_below} of {len(falls)} seeds: the last trained eta before failure is below their other "
+                     f"runs' median")
+        if alone:
+            fall_note += f"; seeds {alone} have no other trained run"
+    else:
+        fall_note = ("no run diverged or collapsed above a trained one: divergence not reached" if not failed else
+                     "no seed that failed has a trained run besides the last before failure")
     return [
-        check("accuracy peaks at an eta above the stability limit",
-              "mean over seeds of log2(eta_best / eta_eos(theta_0)), eta_best the eta of the seed's best "
-              "validation accuracy among its trained (non-diverged, non-collapsed) runs",
-              np.mean(peak) if peak else None, ">", 0,
-              note=peak_note, interval=bootstrap_interval(peak), evidence={"seeds": len(peak)},
-              minimum={"seeds": MIN_SEEDS}),
-        check("accuracy falls before divergence",
-              "mean over seeds of (peak accuracy - accuracy at the largest eta below the seed's smallest "
-              "diverged or collapsed eta)", np.mean(drops) if drops else None, ">", DROP_MARGIN, note=drop_note,
-              interval=bootstrap_interval(drops), evidence={"seeds": n_div}, minimum={"seeds": MIN_SEEDS}),
+        claim("fig9.peak", [t["log2_best_over_eos"] for t in peak], note=peak_note),
+        claim("fig9.falls", [t["fall"] for t in falls], note=fall_note),
     ]
 
 
@@ -216,5 +219,5 @@ def make_fig9(ds: xr.Dataset, pdf_path, png_path, claims_path, keep_open: bool =
                  f"({len(seeds)} seed{'' if len(seeds) == 1 else 's'})", fontsize=11)
     fig.tight_layout(rect=(0, 0.02, 1, 1))
     return finish(fig, fig9_claims(rows), pdf_path, png_path, claims_path, "fig9", keep_open, setting=setting,
-                  drop_margin=DROP_MARGIN, collapse_acc=COLLAPSE_ACC, diverged_per_lr=diverged_per_lr(rows), seeds=table,
+                  collapse_acc=COLLAPSE_ACC, diverged_per_lr=diverged_per_lr(rows), seeds=table,
                   runs=[{k: _f(v) if isinstance(v, float) else v for k, v in r.items()} for r in rows])

@@ -1,20 +1,26 @@
 """Extension figure ``ext/generalization_map``: where does fig5's headline hold?
 
 For every setting of ``generalization_map.settings`` (a cell: fig5's setting with one thing
-changed), fig5's headline statistics over that setting's sweep runs, each the mean (or median)
-over seeds with its 95 % bootstrap interval, decided as fig5's claims are (:mod:`eosflow.claims`):
+changed), fig5's headline claims over that setting's sweep runs, each a per-seed value decided
+over seeds as the registry says (:mod:`eosflow.claims`):
 
-1. **gain**: best accuracy with η₀ > η_eos(θ₀) minus best with η₀ < η_eos(θ₀) (fig5's statistic) > 0;
-2. **measured gain**: the same split by the runs' *measured* class (:mod:`eosflow.stability`): best
-   unstable minus best stable > 0. A seed contributes with at least one run of each class; a cell
-   where no run stayed stable says so;
-3. **best η₀ / η_eos**: fig5's median over seeds of argmax accuracy / limit > 1;
-4. **ablation**: the paired accuracy difference plain − clamped twin over the pairs above the limit
-   (:func:`eosflow.figures.ablation.paired_claim`) > 0, for the cells with clamped twins
-   (``generalization_map.ablation``).
+1. **gain** (``fig5.gain``): per seed, the best accuracy among the k runs above η_eos(θ₀) nearest
+   to it minus the best among the k below nearest to it (k the smaller count) > 0;
+2. **measured gain** (``map.measured_gain``): the same split by the runs' *measured* class
+   (:mod:`eosflow.stability`; a diverged run unstable, at chance): per seed, with k the smaller of
+   its numbers of measured-unstable and measured-stable runs (at least 1 each), the best accuracy
+   among the k unstable runs of smallest η₀ minus the best among the k stable runs of largest η₀
+   > 0. A cell where no run stayed stable says so;
+3. **best η₀ / η_eos** (``fig5.best_above``): the median over seeds of argmax accuracy / limit > 1;
+4. **ablation** (``ablation.accuracy``): per seed the mean paired accuracy difference plain −
+   clamped twin over its pairs above the limit (:func:`eosflow.figures.ablation.paired_claim`) > 0,
+   for the cells with clamped twins (``generalization_map.ablation``).
 
-Drawn as a map (setting × statistic): each cell coloured by its verdict (holds: the interval
-clears the threshold; fails: it lies on the other side; undetermined), with the numbers printed.
+The gain, the measured gain and the ablation are decided by the exact sign-flip test of the mean
+over seeds, the ratio by the sign test of the median; their intervals invert the tests (none below
+6 seeds). Drawn as a map (setting × statistic): each cell coloured by its verdict, with its value,
+its interval (or why there is none), its verdict and, when undetermined, the seeds that would
+decide it (``needed``).
 """
 
 from __future__ import annotations
@@ -24,40 +30,53 @@ import seaborn as sns
 import xarray as xr
 from matplotlib.patches import Patch, Rectangle
 
-from ..claims import Claim, bootstrap_interval, check
-from .ablation import MIN_SEEDS, pair_runs, paired_claim
+from ..claims import REGISTRY, Claim, claim
+from ..claims.procedures import min_deciding_seeds
+from .ablation import pair_runs, paired_claim
 from .common import finish, new_figure
 from .fig5 import accuracy, setting_claims
 
-__all__ = ["STATISTICS", "MIN_PER_CLASS", "measured_claim", "cell_claims", "make_map"]
+__all__ = ["STATISTICS", "measured_table", "measured_claim", "cell_claims", "make_map"]
 
 #: The map's columns: (key, short title).
-STATISTICS = (("gain", "best above - best below\n(by eta_eos(theta_0))"),
-              ("measured_gain", "best unstable - best stable\n(measured class)"),
+STATISTICS = (("gain", "best above - best below\n(k nearest eta_eos(theta_0) each side)"),
+              ("measured_gain", "best unstable - best stable\n(measured class, k each)"),
               ("best_ratio", "argmax eta_0 / eta_eos\n(median over seeds)"),
               ("ablation", "plain - clamped twin\n(paired accuracy)"))
-#: Minimum evidence of the measured gain, fixed before any run: runs of each class per seed.
-MIN_PER_CLASS = 1
 NO_STABLE = "no run of this cell stayed stable"
 COLOURS = {"holds": "#a6dba0", "fails": "#f4a582", "undetermined": "#e0e0e0", "n/a": "#ffffff"}
 
 
-def measured_claim(name: str, ds: xr.Dataset) -> Claim:
-    """Best unstable minus best stable validation accuracy, per seed, by the runs' measured class
-    (a diverged run: unstable, at chance); mean over the contributing seeds > 0."""
-    acc, cls = accuracy(ds), ds["stability"].values.astype(str)
-    gains, counts = [], []
+def measured_table(ds: xr.Dataset) -> list[dict]:
+    """Per seed: its numbers of measured-stable and measured-unstable runs (a diverged run unstable),
+    ``k`` the smaller, and ``gain`` (``map.measured_gain``'s per-seed value; None when k = 0): the best
+    accuracy (diverged at chance) among the k unstable runs of smallest η₀ minus the best among the k
+    stable runs of largest η₀."""
+    acc = accuracy(ds, float(REGISTRY.param("map.measured_gain", "chance")))
+    cls = ds["stability"].values.astype(str).copy()
+    cls[ds["status"].values == "diverged"] = "unstable"
+    lr = ds["lr"].values.astype(float)
+    rows = []
     for seed in np.unique(ds["seed"].values):
         one = ds["seed"].values == seed
-        st, un = one & (cls == "stable"), one & (cls == "unstable")
-        counts.append(f"seed {int(seed)}: {int(st.sum())} stable / {int(un.sum())} unstable")
-        if st.sum() >= MIN_PER_CLASS and un.sum() >= MIN_PER_CLASS:
-            gains.append(float(acc[un].max() - acc[st].max()))
-    c = check(f"{name}: measured instability improves validation accuracy",
-              "mean over seeds of (best acc of a measured-unstable run) - (best acc of a measured-stable run)",
-              np.mean(gains) if gains else None, ">", 0, note="; ".join(counts),
-              interval=bootstrap_interval(gains), evidence={"seeds": len(gains)}, minimum={"seeds": MIN_SEEDS})
-    if not (cls == "stable").any():
+        st, un = np.flatnonzero(one & (cls == "stable")), np.flatnonzero(one & (cls == "unstable"))
+        k = min(st.size, un.size)
+        low_un = un[np.argsort(lr[un], kind="stable")][:k]
+        high_st = st[np.argsort(-lr[st], kind="stable")][:k]
+        rows.append({"seed": int(seed), "stable": int(st.size), "unstable": int(un.size), "k": int(k),
+                     "gain": float(acc[low_un].max() - acc[high_st].max()) if k else None})
+    return rows
+
+
+def measured_claim(name: str, ds: xr.Dataset) -> Claim:
+    """``map.measured_gain`` for one cell (module docstring) from :func:`measured_table`."""
+    table = measured_table(ds)
+    gains = [r["gain"] for r in table if r["gain"] is not None]
+    counts = "; ".join(f"seed {r['seed']}: {r['stable']} stable / {r['unstable']} unstable (k {r['k']})"
+                       for r in table)
+    c = claim("map.measured_gain", gains, fmt={"setting": name},
+              note=f"{len(gains)} of {len(table)} seeds have runs of both classes; {counts}")
+    if not (ds["stability"].values.astype(str) == "stable").any():
         c.reason = f"{NO_STABLE} (every run crossed its limit): " + c.reason
     return c
 
@@ -67,8 +86,7 @@ def cell_claims(name: str, plain: xr.Dataset, clamped: xr.Dataset | None) -> dic
     gain, best_ratio, _ = setting_claims(name, plain)
     out = {"gain": gain, "measured_gain": measured_claim(name, plain), "best_ratio": best_ratio, "ablation": None}
     if clamped is not None and clamped.sizes.get("run", 0):
-        out["ablation"] = paired_claim(f"{name}: plain GD beats its clamped twin in validation accuracy",
-                                       pair_runs(plain, clamped))
+        out["ablation"] = paired_claim("ablation.accuracy", pair_runs(plain, clamped), setting=name)
     return out
 
 
@@ -77,13 +95,22 @@ def _subset(ds: xr.Dataset, setting: str) -> xr.Dataset:
 
 
 def _cell_text(c: Claim | None) -> str:
+    """Value, interval (or why none), verdict and, for an undetermined cell, the seeds that would decide it."""
     if c is None:
         return "no clamped twins"
     if c.value is None and c.reason.startswith(NO_STABLE):
         return "no stable run\n(all crossed their limit)\nundetermined"
     val = "n/a" if c.value is None else f"{c.value:+.3f}" if abs(c.value) < 10 else f"{c.value:.3g}"
-    iv = "" if c.interval is None else f"\n[{c.interval[0]:+.3f}, {c.interval[1]:+.3f}]"
-    return f"{val}{iv}\n{c.verdict}"
+    if c.interval is not None:
+        iv = f"[{c.interval[0]:+.3f}, {c.interval[1]:+.3f}]"
+    elif c.value is None:
+        iv = "no value"
+    else:
+        iv = f"no interval: < {min_deciding_seeds(c.kind)} seeds"
+    lines = [val, iv, c.verdict]
+    if c.verdict == "undetermined":
+        lines.append(f"needed: {c.needed} seeds" if c.needed is not None else "needed: more seeds do not help")
+    return "\n".join(lines)
 
 
 def make_map(plain: xr.Dataset, clamped: xr.Dataset, pdf_path, png_path, claims_path, keep_open: bool = False):
@@ -93,7 +120,7 @@ def make_map(plain: xr.Dataset, clamped: xr.Dataset, pdf_path, png_path, claims_
     settings = list(dict.fromkeys(plain["setting"].values.astype(str).tolist()))
     twins = set(clamped["setting"].values.astype(str).tolist()) if clamped.sizes.get("run", 0) else set()
     cells = {s: cell_claims(s, _subset(plain, s), _subset(clamped, s) if s in twins else None) for s in settings}
-    fig = new_figure(figsize=(3.1 * len(STATISTICS) + 2.6, 1.15 * len(settings) + 1.8))
+    fig = new_figure(figsize=(3.1 * len(STATISTICS) + 2.6, 1.4 * len(settings) + 1.9))
     ax = fig.subplots()
     for i, s in enumerate(settings):
         for j, (key, _) in enumerate(STATISTICS):
@@ -112,9 +139,13 @@ def make_map(plain: xr.Dataset, clamped: xr.Dataset, pdf_path, png_path, claims_
         side.set_visible(False)
     ax.legend(handles=[Patch(facecolor=COLOURS[v], edgecolor="0.6", label=v) for v in ("holds", "fails", "undetermined")],
               loc="upper center", bbox_to_anchor=(0.5, -0.02), ncol=3, fontsize=8, frameon=False)
-    ax.set_title("Where fig5's headline holds: mean (median for the ratio) over seeds, 95% bootstrap interval;\n"
-                 "thresholds > 0, > 0, > 1, > 0", fontsize=9, pad=42)
+    ax.set_title("Where fig5's headline holds: per-seed values; the mean over seeds by the exact sign-flip test "
+                 "(the ratio: median, sign test);\nintervals invert the tests (none below 6 seeds); "
+                 "thresholds > 0, > 0, > 1, > 0", fontsize=9, pad=48)
     claims = [c for s in settings for key, _ in STATISTICS if (c := cells[s][key]) is not None]
-    table = {s: {key: None if c is None else {"value": c.value, "interval": c.interval, "verdict": c.verdict}
+    table = {s: {key: None if c is None else {"value": c.value, "interval": c.interval, "verdict": c.verdict,
+                                              "needed": c.needed}
                  for key, c in cells[s].items()} for s in settings}
-    return finish(fig, claims, pdf_path, png_path, claims_path, "ext/generalization_map", keep_open, cells=table)
+    measured = {s: measured_table(_subset(plain, s)) for s in settings}
+    return finish(fig, claims, pdf_path, png_path, claims_path, "ext/generalization_map", keep_open, cells=table,
+                  measured_gain_seeds=measured)

@@ -7,17 +7,26 @@ below 512, :func:`eosflow.optimizer_runs.sgd_flattening_runs`). (a) S(θ) over e
 (b) the final S against ``B``. ``S_final`` is the run's last Hessian measurement (its last epoch);
 a diverged run has none (it counts as missing evidence, never as flat).
 
-Claims (statistics and thresholds fixed in the issue before any run; each a mean over seeds with
-a 95 % bootstrap interval, at least :data:`MIN_SEEDS` seeds):
+Claims (registry entries ``sgd.every_batch`` and ``sgd.eta_vs_noise``, fixed before any run; each
+decided by the exact sign-flip test of the mean of per-seed paired log ratios over the seeds with
+both runs; a seed whose run diverged has no ``S_final`` there and does not count, which the claim's
+note says):
 
-- (a) at every batch size the larger η ends flatter: per seed ``S_final(η_large) / S_final(η_small)``
-  at each ``B``; holds when every ``B``'s interval lies below 1, fails when some ``B``'s lies at or
-  above 1, else undetermined; the claim reports the deciding ``B`` (the failing, else the
-  undecided, else the least flat one);
-- (b) the reduction of ``S_final`` from the small to the large η (at full batch) is at least the
-  reduction from full batch to the smallest batch (at the small η): per seed
-  ``[(S_fs − S_fl) − (S_fs − S_ss)] / S_fs = (S_ss − S_fl) / S_fs ≥ 0`` (``f``: full batch,
-  the largest ``B``; ``s`` the smallest ``B``, or the small η).
+- (a) ``sgd.every_batch``, at every batch size the larger η ends flatter: per ``B`` and seed
+  ``log(S_final(η_large) / S_final(η_small))``, each ``B`` tested for a mean below 0; a family over
+  the batch sizes fixed beforehand: holds when every ``B`` holds, fails when the ``B`` with the
+  smallest p-value toward "fails" fails at 2.5 % / (number of ``B``) (Holm), else undetermined
+  (:data:`eosflow.claims.decision.FAMILY_RULES`). The claim reports the deciding ``B``, and every
+  ``B``'s decision in its ``family`` (and ``per_batch_size``);
+- (b) ``sgd.eta_vs_noise``, the reduction of ``S_final`` from the small to the large η (at full
+  batch) is at least the reduction from full batch to the smallest batch (at the small η):
+  ``S_fl <= S_ss``, per seed ``log(S_ss / S_fl) >= 0`` (``f``: full batch, the largest ``B``;
+  ``s`` the smallest ``B``, or the small η; ``l`` the large η), the same ordering as
+  ``(S_fs − S_fl) − (S_fs − S_ss) >= 0`` as a paired log difference.
+
+The sign-flip test needs at least 6 seeds to decide (its smallest p-value is 2^-seeds), and (a) over
+three batch sizes at least 7 to fail (2^-7 <= 2.5 % / 3); with fewer the claims are undetermined and
+say how many seeds would decide them (``needed``).
 """
 
 from __future__ import annotations
@@ -29,11 +38,8 @@ import numpy as np
 import seaborn as sns
 import xarray as xr
 
-from ..claims import Claim, bootstrap_interval, check
+from ..claims import Claim, claim, family_claim
 from .common import finish, json_safe, new_figure
-
-#: Minimum evidence (fixed before any run): seeds with both runs of a comparison.
-MIN_SEEDS = 3
 
 
 def final_sharpness(cube: xr.Dataset) -> float:
@@ -58,49 +64,52 @@ def summarize(rows: list[dict], cubes: list[xr.Dataset]) -> list[dict]:
 
 
 def _s(rows, b, eta) -> dict[int, float]:
+    """seed -> S_final of the runs at batch size ``b`` and η kind ``eta`` that have a positive one (a
+    log ratio needs it)."""
     return {r["seed"]: r["s_final"] for r in rows if r["batch_size"] == b and r["eta"] == eta
-            and math.isfinite(r["s_final"])}
+            and math.isfinite(r["s_final"]) and r["s_final"] > 0}
 
 
-def _paired(a: dict, b: dict, fn) -> list[float]:
-    return [fn(a[s], b[s]) for s in sorted(set(a) & set(b))]
+def _paired(a: dict, b: dict, fn) -> tuple[list[int], list[float]]:
+    seeds = sorted(set(a) & set(b))
+    return seeds, [fn(a[s], b[s]) for s in seeds]
+
+
+def _not_counted(rows: list[dict], seeds: list[int]) -> str:
+    lost = sorted({r["seed"] for r in rows} - set(seeds))
+    return f"seeds {lost} not counted (a run diverged or has no positive S_final)" if lost else ""
 
 
 def flattening_claims(rows: list[dict]) -> tuple[list[Claim], dict]:
-    """The two claims (module docstring) and the per-batch-size statistics behind (a)."""
+    """The two claims (module docstring) and the per-batch-size statistics behind (a): each ``B``'s
+    seeds, per-seed ratios and log ratios, and its decision within the family."""
     sizes = sorted({r["batch_size"] for r in rows}, reverse=True)
-    per_b = {}
+    seeds_of, logs = {}, {}
     for b in sizes:
-        ratios = _paired(_s(rows, b, "large"), _s(rows, b, "small"), lambda l, s: l / s)
-        iv = bootstrap_interval(ratios)
-        verdict = check("", "", np.mean(ratios) if ratios else None, "<", 1.0, interval=iv,
-                        evidence={"seeds": len(ratios)}, minimum={"seeds": MIN_SEEDS}).verdict
-        per_b[b] = {"ratios": ratios, "mean": float(np.mean(ratios)) if ratios else None, "interval": iv,
-                    "verdict": verdict}
-    order = {"fails": 0, "undetermined": 1, "holds": 2}
-    decide = min(sizes, key=lambda b: (order[per_b[b]["verdict"]], -(per_b[b]["mean"] or math.inf)))
-    d = per_b[decide]
-    reason = {"fails": f"batch size {decide} fails", "undetermined": f"batch size {decide} is undetermined",
-              "holds": f"every batch size holds; the least flat is {decide}"}[d["verdict"]]
-    claim_a = check("at every batch size, the larger eta ends flatter",
-                    f"mean over seeds of S_final(eta_large) / S_final(eta_small), at the deciding batch size ({decide})",
-                    d["mean"], "<", 1.0, note=reason + "; every batch size: " + ", ".join(
-                        f"B={b}: {per_b[b]['mean']:.3g} ({per_b[b]['verdict']})" if per_b[b]["mean"] is not None
-                        else f"B={b}: n/a" for b in sizes),
-                    interval=d["interval"], evidence={"seeds": len(d["ratios"])}, minimum={"seeds": MIN_SEEDS})
+        seeds_of[b], logs[str(b)] = _paired(_s(rows, b, "large"), _s(rows, b, "small"),
+                                            lambda l, s: math.log(l / s))
+    lost = [f"B={b}: " + _not_counted(rows, seeds_of[b]) for b in sizes if _not_counted(rows, seeds_of[b])]
+    claim_a = family_claim("sgd.every_batch", logs,
+                           note="; ".join(lost) if lost else "every seed has both runs at every batch size")
+    options = claim_a.family["options"]
+    per_b = {str(b): {"seeds": seeds_of[b], "ratios": [math.exp(v) for v in logs[str(b)]],
+                      "log_ratios": logs[str(b)], **options[str(b)]} for b in sizes}
     full, small = sizes[0], sizes[-1]
     fs, fl, ss = _s(rows, full, "small"), _s(rows, full, "large"), _s(rows, small, "small")
-    seeds = sorted(set(fs) & set(fl) & set(ss))
-    vals = [(ss[s] - fl[s]) / fs[s] for s in seeds]
-    claim_b = check("the flattening by a large eta outweighs that by minibatch noise",
-                    f"mean over seeds of [(S_fs - S_fl) - (S_fs - S_ss)] / S_fs = (S_ss - S_fl) / S_fs, f: batch "
-                    f"{full}, s: batch {small} (or the small eta), l: the large eta",
-                    np.mean(vals) if vals else None, ">=", 0.0,
-                    note=f"reduction by eta (S_fs - S_fl)/S_fs: {np.mean([(fs[s] - fl[s]) / fs[s] for s in seeds]):.3g}; "
-                         f"by batch size (S_fs - S_ss)/S_fs: {np.mean([(fs[s] - ss[s]) / fs[s] for s in seeds]):.3g}"
-                    if seeds else "no seed with all three runs",
-                    interval=bootstrap_interval(vals), evidence={"seeds": len(vals)}, minimum={"seeds": MIN_SEEDS})
-    return [claim_a, claim_b], {str(b): {k: v for k, v in per_b[b].items()} for b in sizes}
+    seeds = sorted(set(fl) & set(ss))  # S_fs is not in the statistic: only the note's reductions need it
+    vals = [math.log(ss[s] / fl[s]) for s in seeds]
+    with_fs = [s for s in seeds if s in fs]
+    note = f"f: batch {full}, s: batch {small} (or the small eta), l: the large eta"
+    if with_fs:
+        note += (f"; reduction by eta (S_fs - S_fl)/S_fs: median "
+                 f"{np.median([(fs[s] - fl[s]) / fs[s] for s in with_fs]):.3g}; by batch size (S_fs - S_ss)/S_fs: "
+                 f"median {np.median([(fs[s] - ss[s]) / fs[s] for s in with_fs]):.3g}")
+    if not seeds:
+        note += "; no seed with both runs S_ss and S_fl"
+    elif _not_counted(rows, seeds):
+        note += "; " + _not_counted(rows, seeds)
+    claim_b = claim("sgd.eta_vs_noise", vals, note=note)
+    return [claim_a, claim_b], per_b
 
 
 def make_sgd_flattening(rows: list[dict], cubes: list[xr.Dataset], pdf_path, png_path, claims_path,

@@ -1,18 +1,23 @@
 """Rank correlations over the fig5 sweep's runs (fig7, fig8): which runs enter, per-seed Spearman
-correlations across η₀, a pooled correlation with a bootstrap over seeds, and ρ tabulated per grid point.
+correlations across η₀, the rank claims built from them, and ρ tabulated per grid point.
 
 Which runs enter (fixed before any run):
 
-- **Diverged runs are excluded** from every correlation and from the ρ table: their final
-  sharpness and eigenvectors are those of a blown-up network and their accuracy is chance, not an
-  outcome of training at that η₀. They are counted (per seed, per grid point, and in the claims
-  files' ``diverged_runs``), never dropped silently. Runs that hit ``train.max_epochs`` enter.
+- **Diverged runs are excluded** from the correlations of S_final and 1 − ρ, and from the ρ table:
+  their final sharpness and eigenvectors are those of a blown-up network, not an outcome of
+  training at that η₀. In fig8's "accuracy rises with η₀" they **count at chance accuracy**, as in
+  fig5 (registry ``fig8.eta0``; leaving them out would favour that claim). They are counted (per
+  seed, per grid point, and in the claims files' ``diverged_runs``), never dropped silently. Runs
+  that hit ``train.max_epochs`` enter.
 - Runs where a quantity is not finite (e.g. no stored eigenvectors: ``1 − ρ`` is NaN) drop out of
   that quantity's correlation only (:func:`eosflow.similarity.spearman` drops NaN pairs).
-- **A seed contributes** to a correlation when it has at least :data:`MIN_RUNS` usable runs with
-  both values finite and neither constant (its Spearman is then defined); a claim needs
-  :data:`MIN_SEEDS` contributing seeds (its bootstrap interval over seeds is then computed from as
-  many values, :func:`eosflow.claims.bootstrap_interval`).
+- **A seed counts** for a correlation when it has at least the registry's ``min_runs`` runs with
+  both values finite and neither constant (its Spearman is then defined).
+
+A claim (:func:`rank_claim`) is the mean over the counted seeds of their Spearman correlations,
+decided by the stratified permutation test (``rank`` kind, :mod:`eosflow.claims.procedures`): each
+seed is a block whose correlation is compared with the exact null of Spearman's coefficient for its
+number of runs. It decides at 3 seeds when the effect is strong.
 
 The η₀ of a relative sweep are multiples of each seed's own η_eos(θ₀), so η₀ differs between
 seeds at the same grid point: tables are per multiple η₀ / η_eos (:func:`grid_points`).
@@ -26,17 +31,13 @@ import math
 import numpy as np
 import xarray as xr
 
-from ..claims import Claim, bootstrap_interval, check
+from ..claims import REGISTRY, Claim, claim
 from ..similarity import spearman
+from .fig5 import accuracy
 
-__all__ = ["MIN_RUNS", "MIN_SEEDS", "NEEDED", "usable", "ratio", "column", "settings_of", "setting_runs",
-           "seed_spearman", "seed_mean_claim", "pooled_spearman", "seed_bootstrap_interval", "pooled_claim",
+__all__ = ["NEEDED", "usable", "ratio", "column", "settings_of", "setting_runs", "seed_spearman", "rank_claim",
            "grid_points", "rho_table", "diverged_runs"]
 
-#: The fewest usable runs (finite pairs, diverged excluded) with which a seed's correlation counts.
-MIN_RUNS = 4
-#: The fewest contributing seeds a claim needs (and the values its bootstrap interval is computed from).
-MIN_SEEDS = 3
 #: The summary variables fig7 and fig8 read (a summary without them is an error naming the file).
 NEEDED = ("final_test_acc", "sharpness_final", "rotation", "status", "eta_eos", "lr_relative")
 
@@ -75,82 +76,57 @@ def column(ds: xr.Dataset, name: str) -> np.ndarray:
     return ds[name].values.astype(float)
 
 
-def _pairs(ds: xr.Dataset, x: str, y: str, seed) -> tuple[np.ndarray, np.ndarray]:
-    """The finite (x, y) pairs of one seed's usable runs."""
-    keep = usable(ds) & (ds["seed"].values == seed)
-    xs, ys = column(ds, x)[keep], column(ds, y)[keep]
+def _pairs(ds: xr.Dataset, x: str, y: str, seed, chance: float | None) -> tuple[np.ndarray, np.ndarray]:
+    """The finite (x, y) pairs of one seed's runs: its usable runs, or with ``chance`` (``y`` the
+    validation accuracy) all its runs, a diverged one at ``chance``."""
+    one = ds["seed"].values == seed
+    if chance is None:
+        keep = usable(ds) & one
+        ys = column(ds, y)[keep]
+    else:
+        if y != "final_test_acc":
+            raise ValueError("only the validation accuracy has a value for a diverged run (chance)")
+        keep = one
+        ys = accuracy(ds, chance)[keep]
+    xs = column(ds, x)[keep]
     ok = np.isfinite(xs) & np.isfinite(ys)
     return xs[ok], ys[ok]
 
 
-def seed_spearman(ds: xr.Dataset, x: str, y: str = "final_test_acc") -> list[dict]:
-    """Per seed of one setting: Spearman(y, x) across η₀ over its usable runs, with the counts.
+def seed_spearman(ds: xr.Dataset, x: str, y: str = "final_test_acc", *, min_runs: int,
+                  chance: float | None = None) -> list[dict]:
+    """Per seed of one setting: Spearman(y, x) across η₀ with the counts. Runs: the usable ones
+    (diverged excluded), or with ``chance`` every run, a diverged one at that accuracy.
 
-    Rows: ``seed``, ``runs`` (finite pairs used), ``diverged``, ``spearman`` (None when the seed has
-    fewer than :data:`MIN_RUNS` pairs or a constant sample), ``contributes``."""
+    Rows: ``seed``, ``runs`` (finite pairs used), ``diverged`` (the seed's diverged runs),
+    ``diverged_counted`` ("at chance" or "excluded"), ``spearman`` (None when the seed has fewer than
+    ``min_runs`` pairs or a constant sample), ``contributes``."""
     rows = []
     status = ds["status"].values
     for seed in np.unique(ds["seed"].values):
-        xs, ys = _pairs(ds, x, y, seed)
-        r = spearman(xs, ys) if xs.size >= MIN_RUNS else math.nan
+        xs, ys = _pairs(ds, x, y, seed, chance)
+        r = spearman(xs, ys) if xs.size >= min_runs else math.nan
         rows.append({"seed": int(seed), "runs": int(xs.size),
                      "diverged": int(((ds["seed"].values == seed) & (status == "diverged")).sum()),
+                     "diverged_counted": "excluded" if chance is None else "at chance",
                      "spearman": float(r) if math.isfinite(r) else None, "contributes": math.isfinite(r)})
     return rows
 
 
 def _counts(rows: list[dict]) -> str:
-    return "; per seed (runs used / diverged excluded): " + ", ".join(
+    how = rows[0]["diverged_counted"] if rows else "excluded"
+    return f"; per seed (runs used / diverged, {how}): " + ", ".join(
         f"seed {r['seed']}: {r['runs']}/{r['diverged']}" for r in rows)
 
 
-def seed_mean_claim(name: str, statistic: str, rows: list[dict], op: str, bound: float = 0.0) -> Claim:
-    """A claim on the mean over contributing seeds of their Spearman correlations (rows from
-    :func:`seed_spearman`), with its 95 % bootstrap interval over the seeds."""
-    values = [r["spearman"] for r in rows if r["contributes"]]
-    return check(name, statistic, float(np.mean(values)) if values else None, op, bound,
-                 note=f"{len(values)} of {len(rows)} seeds contribute (>= {MIN_RUNS} usable runs)" + _counts(rows),
-                 interval=bootstrap_interval(values), evidence={"seeds": len(values)},
-                 minimum={"seeds": MIN_SEEDS})
-
-
-def pooled_spearman(groups: list[tuple[np.ndarray, np.ndarray]]) -> float:
-    """Spearman correlation of the (x, y) pairs of several groups pooled together."""
-    if not groups:
-        return math.nan
-    return spearman(np.concatenate([g[0] for g in groups]), np.concatenate([g[1] for g in groups]))
-
-
-def seed_bootstrap_interval(groups: list[tuple[np.ndarray, np.ndarray]]):
-    """95 % bootstrap interval of the pooled Spearman correlation, resampling whole seeds (groups)
-    with replacement (:func:`eosflow.claims.bootstrap_interval` over the group indices); None with
-    fewer than :data:`eosflow.claims.MIN_INTERVAL_VALUES` groups. The pooled value depends only on
-    which groups a resample holds, so each multiset is computed once."""
-    cache: dict[tuple, float] = {}
-
-    def stat(idx, axis=1):
-        out = np.empty(idx.shape[0])
-        for i, row in enumerate(idx):
-            key = tuple(sorted(int(j) for j in row))
-            if key not in cache:
-                cache[key] = pooled_spearman([groups[j] for j in key])
-            out[i] = cache[key]
-        return out
-
-    return bootstrap_interval(np.arange(len(groups)), stat=stat)
-
-
-def pooled_claim(name: str, statistic: str, ds: xr.Dataset, x: str, y: str, op: str, bound: float = 0.0) -> Claim:
-    """A claim on the Spearman correlation of ``y`` with ``x`` over all usable runs of one setting,
-    pooled over the contributing seeds, with a 95 % bootstrap interval over seeds."""
-    rows = seed_spearman(ds, x, y)
-    groups = [_pairs(ds, x, y, r["seed"]) for r in rows if r["contributes"]]
-    value = pooled_spearman(groups)
-    n_runs = int(sum(g[0].size for g in groups))
-    return check(name, statistic, value, op, bound,
-                 note=f"{len(groups)} of {len(rows)} seeds contribute, {n_runs} runs pooled" + _counts(rows),
-                 interval=seed_bootstrap_interval(groups), evidence={"seeds": len(groups)},
-                 minimum={"seeds": MIN_SEEDS})
+def rank_claim(claim_id: str, rows: list[dict], setting: str) -> Claim:
+    """The registry's rank claim ``claim_id`` from per-seed rows (:func:`seed_spearman`): the seeds'
+    Spearman correlations, each a block of its number of runs."""
+    used = [r for r in rows if r["contributes"]]
+    min_runs = REGISTRY.param(claim_id, "min_runs")
+    return claim(claim_id, [r["spearman"] for r in used], sizes=[r["runs"] for r in used],
+                 fmt={"setting": setting}, evidence={"seeds": len(used)},
+                 note=f"{len(used)} of {len(rows)} seeds count (>= {min_runs} runs, not constant)" + _counts(rows))
 
 
 def grid_points(ds: xr.Dataset) -> tuple[np.ndarray, bool]:

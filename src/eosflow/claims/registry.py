@@ -1,0 +1,160 @@
+"""The registry of claims: every claim's name, statistic, threshold, test (kind), family and minimum
+evidence, in one declarative file shipped with the package (``registry.yaml``), and the two calls the
+figure modules make with it: :func:`claim` and :func:`family_claim`.
+
+The registry is fixed before the runs it judges. Its ``hash`` (sha256 of its content as canonical
+JSON) goes into every claims file; ``tests/test_claims_registry.py`` pins the hash of each
+``version``, so a changed threshold without a new version fails the tests. No torch here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from importlib import resources
+
+import yaml
+
+from .decision import FAMILY_RULES, Decision, decide, decide_family
+from .procedures import KINDS, OPS
+from .record import Claim
+
+__all__ = ["Registry", "REGISTRY", "load_registry", "claim", "family_claim", "entry"]
+
+
+@dataclass(frozen=True)
+class Registry:
+    version: int
+    hash: str
+    claims: dict
+
+    def __getitem__(self, claim_id: str) -> dict:
+        try:
+            return self.claims[claim_id]
+        except KeyError:
+            raise KeyError(f"claim {claim_id!r} is not in the registry (eosflow/claims/registry.yaml)") from None
+
+    def param(self, claim_id: str, name: str):
+        return self[claim_id].get("params", {})[name]
+
+
+_REQUIRED = ("figures", "name", "statistic", "kind", "op", "bound", "minimum", "family")
+
+
+def _check(data: dict) -> None:
+    for cid, e in data["claims"].items():
+        missing = [k for k in _REQUIRED if k not in e]
+        if missing:
+            raise ValueError(f"registry claim {cid}: missing {missing}")
+        if e["kind"] not in KINDS or e["op"] not in OPS:
+            raise ValueError(f"registry claim {cid}: kind {e['kind']!r} or op {e['op']!r} unknown")
+        fam = e["family"]
+        if fam is not None and fam.get("rule") not in FAMILY_RULES:
+            raise ValueError(f"registry claim {cid}: family rule {fam!r} unknown; allowed: {list(FAMILY_RULES)}")
+
+
+def load_registry(text: str | None = None) -> Registry:
+    """The registry from ``text`` (default: the packaged ``registry.yaml``)."""
+    if text is None:
+        text = resources.files("eosflow.claims").joinpath("registry.yaml").read_text()
+    data = yaml.safe_load(text)
+    _check(data)
+    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return Registry(int(data["version"]), hashlib.sha256(canonical.encode()).hexdigest(), data["claims"])
+
+
+REGISTRY = load_registry()
+
+
+def entry(claim_id: str) -> dict:
+    return REGISTRY[claim_id]
+
+
+def _threshold(e: dict) -> str:
+    return f"{e['op']} {float(e['bound']):g}"
+
+
+def _short(e: dict, evidence: dict) -> list[str]:
+    return [f"{k} {evidence.get(k, 0)} < {need}" for k, need in e["minimum"].items() if evidence.get(k, 0) < need]
+
+
+def _record(cid: str, e: dict, d: Decision, fmt: dict, note: str, evidence: dict, family=None) -> Claim:
+    verdict, reason, needed, needed_note = d.verdict, d.reason, d.needed, d.needed_note
+    short = _short(e, evidence)
+    if short:
+        verdict, reason = "undetermined", "too little evidence: " + ", ".join(short)
+        floor = max(e["minimum"].values())
+        needed = max(needed or 0, floor)
+        needed_note = needed_note or f"at least {floor} seeds"
+    return Claim(id=cid, name=e["name"].format(**fmt), statistic=e["statistic"].format(**fmt), value=d.value,
+                 threshold=_threshold(e), verdict=verdict, holds=verdict == "holds", kind=e["kind"],
+                 procedure=d.procedure, interval=None if d.interval is None else list(d.interval),
+                 interval_kind=d.interval_kind, p_holds=d.p_holds, p_fails=d.p_fails,
+                 needed=needed if verdict == "undetermined" else None,
+                 needed_note=needed_note if verdict == "undetermined" else "",
+                 values=list(d.values), evidence=evidence, minimum=dict(e["minimum"]), family=family, note=note,
+                 reason=reason if verdict == "undetermined" else "")
+
+
+def _decide(e: dict, values, sizes, seeds) -> Decision:
+    return decide(values, e["op"], float(e["bound"]), e["kind"], sizes=sizes, seeds=seeds)
+
+
+def claim(claim_id: str, values, *, fmt: dict | None = None, note: str = "", evidence: dict | None = None,
+          sizes=None) -> Claim:
+    """The claim ``claim_id`` of the registry decided on ``values`` (per seed; per block with
+    ``sizes`` for a rank claim). ``fmt`` fills the name's and statistic's fields; ``evidence``: the counts
+    the claim had (default: ``{"seeds": number of finite values}``), checked against the registry's
+    ``minimum``."""
+    e = REGISTRY[claim_id]
+    if e["family"] is not None:
+        raise ValueError(f"claim {claim_id} is a family: use family_claim")
+    d = _decide(e, values, sizes, (evidence or {}).get("seeds"))
+    evidence = dict(evidence) if evidence is not None else {"seeds": d.n}
+    return _record(claim_id, e, d, fmt or {}, note, evidence)
+
+
+def family_claim(claim_id: str, options: dict, *, fmt: dict | None = None, note: str = "",
+                 evidence: dict | None = None, sizes: dict | None = None) -> Claim:
+    """A claim over options (``{option label: values}``), each option decided as :func:`claim` would,
+    combined by the registry entry's family rule (:data:`eosflow.claims.decision.FAMILY_RULES`). The
+    claim's value, interval and p-values are the deciding option's; ``family`` records every option."""
+    e = REGISTRY[claim_id]
+    if e["family"] is None:
+        raise ValueError(f"claim {claim_id} is not a family: use claim")
+    seeds = (evidence or {}).get("seeds")
+    per = {str(k): _decide(e, v, (sizes or {}).get(k), seeds) for k, v in options.items()}
+    verdict, best, why = decide_family(per, e["family"]["rule"])
+    d = per[best] if best is not None else decide([], e["op"], float(e["bound"]), e["kind"], sizes=[])
+    if evidence is None:
+        evidence = {"seeds": min((x.n for x in per.values()), default=0)}
+    family = {"rule": e["family"]["rule"], "over": e["family"]["over"], "correction": FAMILY_RULES[e["family"]["rule"]],
+              "deciding": best, "why": why,
+              "options": {k: {"value": x.value, "verdict": x.verdict, "p_holds": x.p_holds, "p_fails": x.p_fails,
+                              "interval": None if x.interval is None else list(x.interval), "n": x.n}
+                          for k, x in per.items()}}
+    c = _record(claim_id, e, d, fmt or {}, note, evidence, family)
+    if c.reason.startswith("too little evidence"):
+        return c
+    c.verdict, c.holds = verdict, verdict == "holds"
+    c.reason = "" if verdict != "undetermined" else why + (f"; {d.reason}" if d.reason else "")
+    c.needed, c.needed_note = (None, "") if verdict != "undetermined" else _family_needed(e["family"]["rule"], per)
+    return c
+
+
+def _family_needed(rule: str, per: dict) -> tuple[int | None, str]:
+    """Seeds that would decide an undetermined family: "every" needs its slowest undecided option
+    decided (the largest ``needed``), "some" its quickest (the smallest)."""
+    open_ = {k: d for k, d in per.items() if d.verdict == "undetermined"}
+    counts = {k: d.needed for k, d in open_.items() if d.needed is not None}
+    nil = [k for k in open_ if k not in counts]
+    if rule == "every" and nil:
+        return None, f"more seeds do not help: option {nil[0]}'s effect is nil at its spread"
+    if not counts:
+        return None, ("an option decided alone is not decided after Holm's correction over the options: "
+                      "more seeds than now" if not open_ else "more seeds do not help: the undecided options' "
+                      "effects are nil at their spread")
+    pick = max if rule == "every" else min
+    k = pick(counts, key=counts.get)
+    return counts[k], f"{counts[k]} seeds decide option {k} with 80% power at its observed effect and spread"

@@ -1,0 +1,320 @@
+"""Every number in the README from a committed file: the default build's snapshot, the calibration
+of the claims procedures, the benchmark results, and the README tables generated from them.
+
+- ``python -m eosflow results snapshot --wall-time-s S ...`` collects the claims files of a finished
+  build (``figures/**/*.claims.json``) with the commit, the machine and the build's wall time into
+  ``docs/results/default.json``.
+- ``python -m eosflow results calibration`` computes the false-``holds`` rates and the power table of
+  the claims procedures (:mod:`eosflow.claims.calibration`) into ``docs/results/calibration.json``.
+- ``python -m eosflow results`` rewrites the README's generated blocks (between
+  ``<!-- results:NAME -->`` and ``<!-- /results:NAME -->``) from those files and from
+  ``benchmarks/results/``; ``--check`` only reports the blocks that differ (the tests run it).
+
+No torch here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import re
+import subprocess
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+
+from .files import read_json, write_json
+
+__all__ = ["SNAPSHOT", "CALIBRATION", "BENCH", "snapshot", "calibration", "render_block", "render_readme",
+           "check_readme", "BLOCKS"]
+
+SNAPSHOT = Path("docs/results/default.json")
+CALIBRATION = Path("docs/results/calibration.json")
+BENCH = Path("benchmarks/results/cpu-2026-12-02.json")
+CLAMP_COST = Path("benchmarks/results/clamp-cost-cpu-2026-12-02.json")
+HVP_CHOICE = Path("benchmarks/results/hvp-choice-cpu-2026-12-02.json")
+PAPER_SCALE = Path("benchmarks/results/paper-scale-estimate-2026-12-02.json")
+_BLOCK = re.compile(r"(<!-- results:(?P<name>[a-z_-]+) -->\n)(?P<body>.*?)(<!-- /results:(?P=name) -->)", re.S)
+
+
+# --------------------------------------------------------------------------- collecting
+def _git(root: Path, *args: str) -> str:
+    try:
+        out = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10)
+        return out.stdout.strip() if out.returncode == 0 else ""
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def machine() -> dict:
+    """The machine a build ran on: CPU model, cores, memory, Python and torch versions."""
+    cpu, mem = platform.processor() or platform.machine(), None
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+        cpu = next((ln.split(":", 1)[1].strip() for ln in info.splitlines() if ln.startswith("model name")), cpu)
+        kb = next(int(ln.split()[1]) for ln in Path("/proc/meminfo").read_text().splitlines()
+                  if ln.startswith("MemTotal"))
+        mem = round(kb / 2 ** 20, 1)
+    except (OSError, StopIteration, ValueError):
+        pass
+    try:
+        torch = metadata.version("torch")
+    except metadata.PackageNotFoundError:
+        torch = None
+    return {"cpu": cpu, "cores": os.cpu_count(), "memory_gib": mem, "python": platform.python_version(),
+            "torch": torch, "system": platform.system()}
+
+
+def _claim_row(c: dict) -> dict:
+    keep = ("id", "name", "value", "threshold", "verdict", "kind", "interval", "interval_kind", "p_holds",
+            "p_fails", "needed", "needed_note", "values", "evidence", "reason")
+    row = {k: c.get(k) for k in keep}
+    if c.get("family"):
+        row["family"] = {k: c["family"][k] for k in ("rule", "over", "deciding", "options")}
+    return row
+
+
+def job_seconds(results: Path) -> dict:
+    """CPU-job seconds per rule from Snakemake's benchmark files (``results/benchmarks/<rule>/...``)."""
+    out: dict[str, float] = {}
+    for tsv in sorted((results / "benchmarks").rglob("*.tsv")):
+        lines = tsv.read_text().splitlines()
+        if len(lines) >= 2:
+            rule = tsv.relative_to(results / "benchmarks").parts[0]
+            out[rule] = round(out.get(rule, 0.0) + float(lines[1].split("\t")[0]), 1)
+    return out
+
+
+def snapshot(figures: Path, out: Path = SNAPSHOT, *, wall_time_s: float, command: str, config: Path,
+             results: Path = Path("results"), started: str | None = None, extra: dict | None = None) -> dict:
+    """Collect every claims file under ``figures`` into ``out`` with the commit, the machine, the
+    build's command and wall time, the config's sha256 and the job seconds per rule."""
+    from .claims import REGISTRY
+
+    root = Path(figures).resolve().parent
+    figs = {}
+    for path in sorted(Path(figures).rglob("*.claims.json")):
+        d = read_json(path, "claims file")
+        figs[d["figure"]] = {"verdicts": d["verdicts"], "all_hold": d["all_hold"],
+                             "claims": [_claim_row(c) for c in d["claims"]]}
+    data = {"kind": "eosflow default build", "commit": _git(root, "rev-parse", "HEAD"),
+            "dirty": bool(_git(root, "status", "--porcelain", "--untracked-files=no")),
+            "machine": machine(), "build": {"command": command, "wall_time_s": round(float(wall_time_s), 1),
+                                            "started": started, "collected": datetime.now(timezone.utc).isoformat(
+                                                timespec="seconds")},
+            "config_sha256": hashlib.sha256(Path(config).read_bytes()).hexdigest(),
+            "registry": {"version": REGISTRY.version, "hash": REGISTRY.hash},
+            "job_seconds_by_rule": job_seconds(Path(results)), "figures": figs, **(extra or {})}
+    write_json(data, out)
+    return data
+
+
+def calibration(trials: int, out: Path = CALIBRATION) -> dict:
+    """The calibration table (``trials`` per row) and the power table, written to ``out``."""
+    from .claims import calibration as cal
+    from .claims.procedures import ALPHA
+
+    data = {"alpha": ALPHA, "trials": trials, "nulls": list(cal.NULLS), "block": cal.BLOCK,
+            "rows": cal.calibration_table(trials), "power": cal.power_table()}
+    write_json(data, out)
+    return data
+
+
+# --------------------------------------------------------------------------- rendering
+def _f(x, digits: int = 3) -> str:
+    if x is None:
+        return "–"
+    if isinstance(x, str):
+        return x
+    if isinstance(x, bool) or isinstance(x, int):
+        return str(x)
+    return f"{x:.{digits}g}"
+
+
+def _interval(c: dict) -> str:
+    iv = c.get("interval")
+    if iv is None:
+        return "none (too few seeds)" if c.get("interval_kind") == "confidence" else "–"
+    text = f"[{_f(iv[0])}, {_f(iv[1])}]"
+    return text + (" (null band)" if c.get("interval_kind") == "null band" else "")
+
+
+def _needed(c: dict) -> str:
+    if c["verdict"] != "undetermined":
+        return ""
+    if c.get("needed") is not None:
+        return f"{c['needed']} seeds"
+    return c.get("needed_note") or "–"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(x).replace("|", "/") for x in r) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def _build_line(s: dict) -> str:
+    m, b = s["machine"], s["build"]
+    minutes = b["wall_time_s"] / 60
+    return (f"`{b['command']}` from an empty `results/`: **{minutes:.1f} min** wall time, timed end to end "
+            f"on {m['cores']} cores ({m['cpu']}, {m['memory_gib']} GiB), commit `{s['commit'][:10]}`"
+            f"{' with uncommitted changes' if s.get('dirty') else ''}, claims registry version "
+            f"{s['registry']['version']} (`docs/results/default.json`).\n")
+
+
+def render_status(root: Path) -> str:
+    s = read_json(root / SNAPSHOT, "results snapshot")
+    rows = [[f"`{fig}`", d["verdicts"]["holds"], d["verdicts"]["fails"], d["verdicts"]["undetermined"]]
+            for fig, d in s["figures"].items()]
+    total = [sum(r[i] for r in rows) for i in (1, 2, 3)]
+    rows.append(["all", *total])
+    return _build_line(s) + "\n" + _table(["figure", "holds", "fails", "undetermined"], rows)
+
+
+def render_claims(root: Path) -> str:
+    s = read_json(root / SNAPSHOT, "results snapshot")
+    rows = []
+    for fig, d in s["figures"].items():
+        for c in d["claims"]:
+            values = ", ".join(_f(v) for v in c.get("values") or [])
+            rows.append([f"`{fig}`", c["name"], f"{_f(c['value'])} {c['threshold']}", _interval(c),
+                         f"**{c['verdict']}**", _needed(c), c["kind"], values])
+    return _table(["figure", "claim", "value vs threshold", "95 % interval", "verdict", "would decide",
+                   "test", "per-seed values"], rows)
+
+
+def render_calibration(root: Path) -> str:
+    d = read_json(root / CALIBRATION, "calibration results")
+    seeds = sorted({r["seeds"] for r in d["rows"]})
+    rows = []
+    for kind in dict.fromkeys(r["kind"] for r in d["rows"]):
+        for null in d["nulls"]:
+            cells = []
+            for n in seeds:
+                r = next(r for r in d["rows"] if r["kind"] == kind and r["null"] == null and r["seeds"] == n)
+                flag = "" if max(r[">"], r["<"]) <= r["limit"] else " **over**"
+                cells.append(f"{100 * r['>']:.2f} / {100 * r['<']:.2f}{flag}")
+            rows.append([kind, null, *cells])
+    limit = next(iter(d["rows"]))["limit"]
+    return (f"False-`holds` rate in % (claim above the bound / claim below it), {d['trials']:,} trials per "
+            f"cell; nominal {100 * d['alpha']:.1f} %, limit {100 * limit:.2f} % (+3 Monte-Carlo standard "
+            f"errors); rank blocks of {d['block']} runs (`docs/results/calibration.json`).\n\n"
+            + _table(["kind", "null", *[f"{n} seeds" for n in seeds]], rows))
+
+
+def render_power(root: Path) -> str:
+    d = read_json(root / CALIBRATION, "calibration results")
+    rows = [[r["seeds"], _f(r["mean"]), _f(r["median"]), _f(r["rank_9"]), _f(r["rank_3x5"])] for r in d["power"]]
+    return _table(["seeds", "mean, paired: effect / sd", "median: P(seed on the claim's side)",
+                   "rank: mean Spearman, 9 runs a seed", "rank: 3 blocks of 5 a seed"], rows)
+
+
+def render_speed(root: Path) -> str:
+    d = read_json(root / BENCH, "benchmark results")
+    rows = []
+    for name, t in d["targets"].items():
+        asked = "reported" if t.get("target") is None else f"{t['compare']} {_f(t['target'])}"
+        met = {True: "met", False: "**missed**", None: "–"}[t.get("met")]
+        rows.append([name, _f(t["ratio"]), asked, met, t.get("note", "")])
+    return (f"`{BENCH}`: {d['machine']}, {d['cpu_count']} cores, {d['torch_threads']} torch threads, torch "
+            f"{d['torch']}, {_f(d['wall_s'] / 60)} min.\n\n" + _table(["target", "measured", "asked", "", "detail"], rows))
+
+
+def render_clamp_cost(root: Path) -> str:
+    d = read_json(root / CLAMP_COST, "clamp cost results")
+    plain = d["rows"]["plain"]["s_per_step"]
+    rows = [["plain GD", f"{1e3 * plain:.3g} ms", "1", "–", "–"]]
+    for name, r in d["rows"].items():
+        if name != "plain":
+            rows.append([name.replace("clamp_tol_", "clamp_tol "), f"{1e3 * r['s_per_step']:.3g} ms",
+                         _f(r["ratio_vs_plain"]), _f(r["hvps_per_measurement_median"]), _f(r["max_lr_s_over_2clamp"], 4)])
+    return (f"`{CLAMP_COST}`: {d['workload']}, eta = {_f(d['lr'])} (2 eta_eos), {d['epochs']} epochs, "
+            f"{d['torch_threads']} thread.\n\n"
+            + _table(["step", "time a step", "x plain", "products a measurement", "max eta_t S / (2 clamp)"], rows))
+
+
+def render_hvp_choice(root: Path) -> str:
+    d = read_json(root / HVP_CHOICE, "hvp choice results")
+    kinds = ["revrev", "fwdrev", "cached", "rop_fresh", "rop"]
+    label = {"revrev": "double backward", "fwdrev": "torch.func.jvp", "cached": "retained graph",
+             "rop_fresh": "R-operator, fresh", "rop": "R-operator, primal kept"}
+    rows = [[label[k], *[_f(w["products"].get(k, {}).get("x_grad")) for w in d["workloads"].values()]] for k in kinds]
+    return (f"`{HVP_CHOICE}`: one product in gradients' cost, {d['n_images']} images, {d['torch_threads']} "
+            "threads.\n\n" + _table(["product", *d["workloads"]], rows))
+
+
+def render_paper_scale(root: Path) -> str:
+    d = read_json(root / PAPER_SCALE, "paper-scale estimate")
+    return (f"`{PAPER_SCALE}` ({d['kind']}): about {_f(d['total_cpu_hours'])} CPU-hours on this machine and "
+            f"{_f(d['total_gpu_hours'])} GPU-hours (from GPU ratios not measured on a GPU).\n")
+
+
+BLOCKS = {"status": render_status, "claims": render_claims, "calibration": render_calibration,
+          "power": render_power, "speed": render_speed, "clamp-cost": render_clamp_cost,
+          "hvp-choice": render_hvp_choice, "paper-scale": render_paper_scale}
+
+
+def render_block(name: str, root: Path = Path(".")) -> str:
+    if name not in BLOCKS:
+        raise ValueError(f"unknown README block {name!r}; known: {sorted(BLOCKS)}")
+    return BLOCKS[name](Path(root))
+
+
+def render_readme(text: str, root: Path = Path(".")) -> str:
+    """``text`` with every generated block rewritten from the committed files under ``root``."""
+    return _BLOCK.sub(lambda m: m.group(1) + render_block(m.group("name"), root) + m.group(4), text)
+
+
+def check_readme(readme: Path = Path("README.md"), root: Path | None = None) -> list[str]:
+    """The names of the README's generated blocks that differ from a fresh rendering."""
+    root = Path(readme).resolve().parent if root is None else Path(root)
+    text = Path(readme).read_text()
+    return [m.group("name") for m in _BLOCK.finditer(text)
+            if m.group("body") != render_block(m.group("name"), root)]
+
+
+def write_readme(readme: Path = Path("README.md")) -> list[str]:
+    """Rewrite the README's generated blocks; returns the names of those that changed."""
+    changed = check_readme(readme)
+    if changed:
+        text = Path(readme).read_text()
+        Path(readme).write_text(render_readme(text, Path(readme).resolve().parent))
+    return changed
+
+
+def main(argv: list[str]) -> int:
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m eosflow results",
+                                description="regenerate the README's tables from the committed results")
+    p.add_argument("what", nargs="?", choices=["readme", "snapshot", "calibration"], default="readme")
+    p.add_argument("--check", action="store_true", help="only report README blocks that differ (exit 1)")
+    p.add_argument("--readme", default="README.md")
+    p.add_argument("--figures", default="figures", help="snapshot: the build's figures folder")
+    p.add_argument("--results", default="results", help="snapshot: the build's results folder")
+    p.add_argument("--config", default="config/config.yaml", help="snapshot: the build's config")
+    p.add_argument("--wall-time-s", type=float, help="snapshot: the build's wall time, timed end to end")
+    p.add_argument("--command", default="snakemake --cores 2", help="snapshot: the build's command")
+    p.add_argument("--started", default=None, help="snapshot: when the build started (ISO time)")
+    p.add_argument("--out", default=None)
+    p.add_argument("--trials", type=int, default=20_000, help="calibration: trials per cell")
+    a = p.parse_args(argv)
+    if a.what == "snapshot":
+        if a.wall_time_s is None:
+            p.error("snapshot needs --wall-time-s (the build's wall time, timed end to end)")
+        snapshot(Path(a.figures), Path(a.out or SNAPSHOT), wall_time_s=a.wall_time_s, command=a.command,
+                 config=Path(a.config), results=Path(a.results), started=a.started)
+        return 0
+    if a.what == "calibration":
+        calibration(a.trials, Path(a.out or CALIBRATION))
+        return 0
+    if a.check:
+        stale = check_readme(Path(a.readme))
+        for name in stale:
+            print(f"README block {name!r} differs from its source: run `python -m eosflow results`")
+        return 1 if stale else 0
+    changed = write_readme(Path(a.readme))
+    print("rewrote: " + ", ".join(changed) if changed else "README is up to date")
+    return 0
