@@ -48,3 +48,24 @@ def test_unknown_arch_and_activation():
         build_model({"arch": "resnet"}, (1, 4, 4), 2, 0)
     with pytest.raises(ValueError, match="tanh"):
         build_model({"arch": "mlp", "activation": "swish"}, (1, 4, 4), 2, 0)
+
+
+def test_perturbed_theta0_moves_every_entry_by_about_one_rounding():
+    """config key perturb_theta0 (the verdicts' robustness check): every nonzero initial parameter times
+    1 +- delta, from the seed; zero stays zero; delta = 0 is the unperturbed model bit for bit."""
+    from eosflow.config import read_yaml, run_settings, validate_config
+    from eosflow.models import build_model
+
+    spec = {"arch": "mlp", "widths": [16], "activation": "relu", "init": "lecun"}
+    base = torch.nn.utils.parameters_to_vector(build_model(spec, (1, 8, 8), 10, 3).parameters())
+    same = torch.nn.utils.parameters_to_vector(build_model(spec, (1, 8, 8), 10, 3, perturb=0.0).parameters())
+    moved = torch.nn.utils.parameters_to_vector(build_model(spec, (1, 8, 8), 10, 3, perturb=1e-7).parameters())
+    assert torch.equal(base, same)
+    nz = base != 0
+    rel = ((moved - base)[nz] / base[nz]).abs()
+    assert (rel > 0).all() and rel.max() < 2e-7 and torch.equal(moved[~nz], base[~nz])
+    again = torch.nn.utils.parameters_to_vector(build_model(spec, (1, 8, 8), 10, 3, perturb=1e-7).parameters())
+    assert torch.equal(moved, again)  # drawn from the seed
+    cfg = validate_config(read_yaml("config/config.yaml"))
+    assert "perturb_theta0" not in run_settings(cfg, "sweep", "fmnist_mlp")  # the default's jobs are unchanged
+    assert run_settings({**cfg, "perturb_theta0": 1e-7}, "fig4", "fmnist_mlp")["perturb_theta0"] == 1e-7

@@ -224,7 +224,13 @@ def run_settings(cfg: dict, exp: str, setting: str, schedule: dict | None = None
         raise ConfigError(f"config key {exp}.setting: unknown setting {setting!r}; defined settings: "
                           f"{sorted(cfg['settings'])}")
     return {"device": cfg["device"], "settings": {setting: cfg["settings"][setting]}, "train": train,
-            "hessian": hessian}
+            "hessian": hessian, **perturbation(cfg)}
+
+
+def perturbation(cfg: dict) -> dict:
+    """``{"perturb_theta0": delta}`` when the config perturbs θ₀, else ``{}``: an unperturbed run's
+    job configuration (its Snakemake params and cube record) stays as it was."""
+    return {"perturb_theta0": float(cfg["perturb_theta0"])} if cfg.get("perturb_theta0") else {}
 
 
 def tracks_sharpness(train: dict) -> bool:

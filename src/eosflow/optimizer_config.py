@@ -8,7 +8,7 @@ the job that trains a run and measures its spectra.
 
 from __future__ import annotations
 
-from .config import ConfigError, lr_tag
+from .config import ConfigError, lr_tag, perturbation
 
 __all__ = ["OPTIMIZERS", "ADAPTIVE", "CLIPPED", "OPT_FIGURES", "OPT_KEYS", "optimizer_problems",
            "stability_threshold", "opt_tag", "parse_opt_tag", "rounded_lr", "sgd_flattening_runs", "clipped_ada_runs",
@@ -163,7 +163,7 @@ def optimizer_run_config(cfg: dict, fig: str, setting: str, tag: str) -> dict:
     if fig == "clipped_ada":
         train["beta2"] = block["beta2"]
     return {"device": cfg["device"], "settings": {setting: cfg["settings"][setting]}, "train": train,
-            "hessian": {**cfg["hessian"], **block.get("hessian", {})}}
+            "hessian": {**cfg["hessian"], **block.get("hessian", {})}, **perturbation(cfg)}
 
 
 def optimizer_config_problems(cfg: dict, given: dict | None = None) -> list[str]:

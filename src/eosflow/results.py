@@ -248,7 +248,9 @@ def render_hvp_choice(root: Path) -> str:
 def render_paper_scale(root: Path) -> str:
     d = read_json(root / PAPER_SCALE, "paper-scale estimate")
     return (f"`{PAPER_SCALE}` ({d['kind']}): about {_f(d['total_cpu_hours'])} CPU-hours on this machine and "
-            f"{_f(d['total_gpu_hours'])} GPU-hours (from GPU ratios not measured on a GPU).\n")
+            f"{_f(d['total_gpu_hours'])} GPU-hours (the CPU time divided by step and product ratios "
+            f"{d['gpu_ratios']['step']}x and {d['gpu_ratios']['hvp']}x that an earlier session measured on an H100 "
+            f"for an MLP and did not commit: an upper bound, not a measurement).\n")
 
 
 BLOCKS = {"status": render_status, "claims": render_claims, "calibration": render_calibration,
