@@ -260,6 +260,9 @@ def test_written_claims_follow_the_schema(tmp_path):
 def test_too_little_evidence_is_undetermined_with_its_floor():
     c = claim("eos.lower", [1.0, 1.1], evidence={"seeds": 2})
     assert c.verdict == "undetermined" and c.reason == "too little evidence: seeds 2 < 3" and c.needed >= 3
+    # no seed with a value (a map cell where no run stayed stable): more seeds of that design need not help
+    none = claim("map.measured_gain", [], fmt={"setting": "s"}, evidence={"seeds": 0})
+    assert none.verdict == "undetermined" and none.needed is None and "more seeds do not help" in none.needed_note
 
 
 def test_a_family_claim_records_every_option(tmp_path):

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from .files import read_json, write_json
 
-__all__ = ["SNAPSHOT", "CALIBRATION", "BENCH", "snapshot", "calibration", "render_block", "render_readme",
+__all__ = ["SNAPSHOT", "CALIBRATION", "BENCH", "PERTURBED", "verdict_changes", "snapshot", "calibration", "render_block", "render_readme",
            "check_readme", "BLOCKS"]
 
 SNAPSHOT = Path("docs/results/default.json")
@@ -253,7 +253,48 @@ def render_paper_scale(root: Path) -> str:
             f"for an MLP and did not commit: an upper bound, not a measurement).\n")
 
 
-BLOCKS = {"status": render_status, "claims": render_claims, "calibration": render_calibration,
+PERTURBED = Path("docs/results/perturbed.json")
+
+
+def verdict_changes(a: dict, b: dict) -> list[dict]:
+    """The claims of snapshot ``a`` and ``b`` matched by figure and name, with both verdicts and whether
+    a change is acceptable: never between holds and fails; to or from undetermined only for a claim
+    whose ``needed`` (where undetermined) exceeds the seeds it had."""
+    rows = []
+    for fig, d in a["figures"].items():
+        other = {c["name"]: c for c in b["figures"].get(fig, {}).get("claims", [])}
+        for c in d["claims"]:
+            o = other.get(c["name"])
+            if o is None:
+                continue
+            flip = {c["verdict"], o["verdict"]} == {"holds", "fails"}
+            und = [x for x in (c, o) if x["verdict"] == "undetermined"]
+            seeds = max(len(x.get("values") or []) for x in (c, o))
+            ok = c["verdict"] == o["verdict"] or (not flip and all(
+                x.get("needed") is None or x["needed"] > seeds for x in und))
+            rows.append({"figure": fig, "name": c["name"], "a": c["verdict"], "b": o["verdict"], "flip": flip,
+                         "acceptable": ok, "needed": [x.get("needed") for x in und]})
+    return rows
+
+
+def render_robustness(root: Path) -> str:
+    a, b = read_json(root / SNAPSHOT, "results snapshot"), read_json(root / PERTURBED, "perturbed snapshot")
+    rows = verdict_changes(a, b)
+    changed = [r for r in rows if r["a"] != r["b"]]
+    flips = sum(r["flip"] for r in changed)
+    bad = sum(not r["acceptable"] for r in changed)
+    head = (f"Every network's θ₀ perturbed by a relative {b.get('perturb_theta0', '?')} (`perturb_theta0`), "
+            f"rule all rebuilt (`docs/results/perturbed.json`, commit `{b['commit'][:10]}`): **{len(changed)} of "
+            f"{len(rows)} verdicts changed**, {flips} between holds and fails, {bad} to or from undetermined "
+            f"with `needed` at or below the seeds used.\n")
+    if not changed:
+        return head
+    return head + "\n" + _table(["figure", "claim", "default", "perturbed", "needed (undetermined)"],
+                                 [[f"`{r['figure']}`", r["name"], r["a"], r["b"],
+                                   ", ".join("–" if n is None else str(n) for n in r["needed"])] for r in changed])
+
+
+BLOCKS = {"robustness": render_robustness, "status": render_status, "claims": render_claims, "calibration": render_calibration,
           "power": render_power, "speed": render_speed, "clamp-cost": render_clamp_cost,
           "hvp-choice": render_hvp_choice, "paper-scale": render_paper_scale}
 
@@ -301,13 +342,15 @@ def main(argv: list[str]) -> int:
     p.add_argument("--command", default="snakemake --cores 2", help="snapshot: the build's command")
     p.add_argument("--started", default=None, help="snapshot: when the build started (ISO time)")
     p.add_argument("--out", default=None)
+    p.add_argument("--perturb-theta0", type=float, default=0.0, help="snapshot: the build's perturb_theta0")
     p.add_argument("--trials", type=int, default=20_000, help="calibration: trials per cell")
     a = p.parse_args(argv)
     if a.what == "snapshot":
         if a.wall_time_s is None:
             p.error("snapshot needs --wall-time-s (the build's wall time, timed end to end)")
         snapshot(Path(a.figures), Path(a.out or SNAPSHOT), wall_time_s=a.wall_time_s, command=a.command,
-                 config=Path(a.config), results=Path(a.results), started=a.started)
+                 config=Path(a.config), results=Path(a.results), started=a.started,
+                 extra={"perturb_theta0": a.perturb_theta0})
         return 0
     if a.what == "calibration":
         calibration(a.trials, Path(a.out or CALIBRATION))

@@ -85,8 +85,11 @@ def _record(cid: str, e: dict, d: Decision, fmt: dict, note: str, evidence: dict
     if short:
         verdict, reason = "undetermined", "too little evidence: " + ", ".join(short)
         floor = max(e["minimum"].values())
-        needed = max(needed or 0, floor)
-        needed_note = needed_note or f"at least {floor} seeds"
+        if d.n == 0:  # no seed gives the statistic a value: more seeds of the same design need not either
+            needed, needed_note = None, "no seed gives this statistic a value (see the note): more seeds do not help"
+        else:
+            needed = max(needed or 0, floor)
+            needed_note = needed_note or f"at least {floor} seeds"
     return Claim(id=cid, name=e["name"].format(**fmt), statistic=e["statistic"].format(**fmt), value=d.value,
                  threshold=_threshold(e), verdict=verdict, holds=verdict == "holds", kind=e["kind"],
                  procedure=d.procedure, interval=None if d.interval is None else list(d.interval),
