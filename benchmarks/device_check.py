@@ -73,7 +73,9 @@ def pipeline_agreement(data_path: str, device: str) -> dict:
     import xarray as xr
 
     from eosflow.config import load_config
-    from eosflow.pipeline import run_hessian, run_train
+    from eosflow.jobs.hessian import run_hessian
+    from eosflow.jobs.spec import RunSpec
+    from eosflow.jobs.train import run_train
 
     root = Path(__file__).resolve().parents[1]
     out = {}
@@ -83,7 +85,8 @@ def pipeline_agreement(data_path: str, device: str) -> dict:
         cfg["device"] = dev
         d = Path(tempfile.mkdtemp())
         t = time.perf_counter()
-        status = run_train(cfg, "fmnist_mlp", 0.16, 0, data_path, d / "m.nc", d / "s.pt", progress=False)
+        spec = RunSpec.from_settings(cfg, "fmnist_mlp", 0.16, 0)
+        status = run_train(spec, data_path, d / "m.nc", d / "s.pt", progress=False)
         t_train = time.perf_counter() - t
         t = time.perf_counter()
         run_hessian(cfg, "fmnist_mlp", data_path, d / "m.nc", d / "s.pt", d / "c.nc", progress=False)

@@ -1,7 +1,7 @@
 """Rules fig3_slices and fig12_slices: L and S along the gradient direction at snapshots of one
 instability of a run (fig3: the fig2 run; fig12: its own run), as that run's plan chose them."""
 from eosflow.files import read_json
-from eosflow.landscape import run_slices
+from eosflow.jobs.slices import run_slices
 from eosflow.logs import rule_logging
 
 sm = snakemake  # noqa: F821

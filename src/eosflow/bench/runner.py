@@ -137,7 +137,7 @@ def sharpness_at(obj, theta) -> float:
 def bench_tracking(obj, theta0, k: int, tol: float, steps: int, lr_factor: float, compare_at, device,
                    baseline: bool = True, s0: float | None = None) -> dict:
     """GD above the stability limit, top-k every step warm-started as the in-loop sharpness is
-    (:class:`eosflow.runs.InloopSharpness`: the span of the last two measurements' eigenvectors and
+    (:class:`eosflow.jobs.run.InloopSharpness`: the span of the last two measurements' eigenvectors and
     one guard vector); (a) at ``compare_at`` steps. ``s0``: S(θ₀) when already known (else
     measured here)."""
     s0 = sharpness_at(obj, theta0) if s0 is None else s0
@@ -273,7 +273,7 @@ def run(quick: bool = False, out: str | os.PathLike | None = None, device: str =
         "torch": torch.__version__, "python": platform.python_version(), "machine": platform.machine(),
         "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
         "load_average_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
-        "heap_reuse": heap_reuse,  # eosflow.device.HEAP_ENV applied to this process (None: not said)
+        "heap_reuse": heap_reuse,  # eosflow.heap.HEAP_ENV applied to this process (None: not said)
         "hessian_eigenthings": he_version or "not installed (method skipped)",
         "methods": {"scipy_eigsh": "(a) scipy.sparse.linalg.eigsh(which='LA') over a numpy LinearOperator, "
                                    "double-backward HVP, numpy<->torch copies per product",

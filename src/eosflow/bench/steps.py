@@ -5,7 +5,7 @@ with nothing but torch (:func:`bench_gd_vs_torch`, target 6).
 Both time the GD step the pipeline really takes: :class:`eosflow.training.steppers.ObjectiveStepper`
 (``loss_grad_acc`` then ``update``), which :func:`eosflow.training.loop.run_loop` drives for a
 single run; the clamped step adds what the loop adds for ``train.clamp``: the in-loop sharpness
-(:class:`eosflow.runs.InloopSharpness`) and the clamped step size
+(:class:`eosflow.jobs.run.InloopSharpness`) and the clamped step size
 (:meth:`eosflow.training.state.RunState.clamped_lr`).
 """
 
@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from ..objective import Objective
-from ..runs import UNIT_MAX_ITER, UNIT_TOL, InloopSharpness
+from ..jobs.run import UNIT_MAX_ITER, UNIT_TOL, InloopSharpness
 from ..spectral import top_eigenpairs
 from ..training.state import RunState, TrainConfig
 from ..training.steppers import ObjectiveStepper
@@ -37,7 +37,7 @@ def eosflow_gd_step(stepper: ObjectiveStepper, theta, lr: float):
 def bench_clamp(obj, theta0, lr: float, clamp: float, clamp_tol: float, max_iter: int, steps: int,
                 check_at, device, exact_tol: float = UNIT_TOL, exact_max_iter: int = UNIT_MAX_ITER) -> dict:
     """GD at ``lr`` (above the stability limit) with the stability clamp, as a clamped training run
-    steps: at every step ``S(θ_t)`` by :class:`~eosflow.runs.InloopSharpness` (warm-started top-1
+    steps: at every step ``S(θ_t)`` by :class:`~eosflow.jobs.run.InloopSharpness` (warm-started top-1
     to ``clamp_tol``, at most ``max_iter`` iterations) and ``η_t = min(η, clamp·2/(S·(1+clamp_tol)))``
     by :meth:`~eosflow.training.state.RunState.clamped_lr`. At each visited ``θ_t`` a plain GD step
     from the same ``θ_t`` is timed too (which of the two goes first alternates, so machine noise
