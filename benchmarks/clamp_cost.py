@@ -14,13 +14,12 @@ per measurement, and the largest η_t·S(θ_t)/(2·clamp) with S recomputed to 1
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
-from pathlib import Path
 
 import torch
 
+from eosflow.bench.measure import write_report
 from eosflow.bench.steps import float64_objective
 from eosflow.bench.workloads import fashion_mnist_subset
 from eosflow.jobs.run import InloopSharpness
@@ -77,8 +76,7 @@ def main():
         print(f"clamp 0.95, clamp_tol {tol:g}: {r['s_per_step'] * 1e3:.1f} ms a step, x{r['ratio_vs_plain']:.2f} "
               f"plain; {r['hvps_per_measurement_median']} HVPs a measurement (median), product {r['product']}; "
               f"max eta_t S/(2 clamp) {r['max_lr_s_over_2clamp']:.5f}")
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=1))
+    write_report(report, args.out)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from eosflow.bench.measure import write_report
 from eosflow.spectral import top_eigenpairs
 from eosflow.models import build_model
 from eosflow.objective import Objective
@@ -113,8 +114,7 @@ def main():
     report["engine"] = [engine_timings(d) for d in devices]
     if args.data and torch.cuda.is_available():
         report["pipeline"] = pipeline_agreement(args.data, "cuda")
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=2))
+    write_report(report, args.out, indent=2)
     print(json.dumps(report, indent=2))
 
 
