@@ -67,7 +67,6 @@ def run_summary(cube: xr.Dataset, stability: dict | None = None) -> dict:
         "final_train_acc": _last_finite(cube["train_acc"].values),
         "final_train_loss": _last_finite(cube["train_loss"].values),
         "sharpness_init": s0,
-        "eta_eos": _eta_eos(cube, s0),
         "sharpness_final": _last_finite(sharp),
         "n_steps": int(cube["step"].values[-1]),
         "lr_relative": float(cube.attrs.get("lr_relative", math.nan)),
@@ -77,6 +76,7 @@ def run_summary(cube: xr.Dataset, stability: dict | None = None) -> dict:
         # the fraction of steps taken with η_t below η₀ (a clamped run's clamp binding; 0 for plain GD at
         # a constant η), beyond the float32 rounding of the stored step sizes
         "clamp_fraction": float(np.mean(lr_step.astype(float) < lr0 * (1 - 1e-6))) if lr_step.size else math.nan,
+        "eta_eos": _eta_eos(cube, s0),
     }
 
 
@@ -93,10 +93,12 @@ def summarize_runs(paths_by_setting: dict[str, list], stability: dict | None = N
         return xr.Dataset(coords={"lr": ("run", np.zeros(0)), "seed": ("run", np.zeros(0, dtype=int)),
                                   "setting": ("run", np.array([], dtype=str))},
                           attrs={"Conventions": "CF-1.12", "description": "no runs"})
-    ds = xr.Dataset({k: ("run", np.array([r[k] for r in rows])) for k in rows[0] if k not in ("lr", "seed", "setting")},
+    ds = xr.Dataset({k: ("run", np.array([r[k] for r in rows])) for k in rows[0]
+                     if k not in ("lr", "seed", "setting", "eta_eos")},
                     coords={"lr": ("run", [r["lr"] for r in rows]), "seed": ("run", [r["seed"] for r in rows]),
                             "setting": ("run", [r["setting"] for r in rows])})
     # η_eos per setting and seed (identical across η for a seed: same initialisation)
+    ds["eta_eos"] = ("run", np.array([r["eta_eos"] for r in rows]))
     ds["eta_eos"].attrs.update(long_name="stability limit 2 / S(theta_0)", units="1")
     ds.attrs.update(Conventions="CF-1.12", description="one row per run cube of the sweep")
     return ds
