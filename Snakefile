@@ -1,6 +1,6 @@
 # eosflow: the figures of Wang & Roberts (arXiv 2412.17613) from raw data to PDF.
-# Entry point only: configuration, validation, the rule files in data-flow order (the shared stages,
-# then one file per figure), rule all.
+# Entry point only: configuration, validation (common.smk), the input functions (inputs.smk), the rule
+# files in data-flow order (the shared stages, then one file per figure), rule all.
 from snakemake.utils import min_version
 
 min_version("9.0")
@@ -13,6 +13,7 @@ report: "workflow/report/workflow.rst"
 
 
 include: "workflow/rules/common.smk"
+include: "workflow/rules/inputs.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/hessian.smk"

@@ -5,7 +5,7 @@
 The default config's ``fmnist_mlp`` setting (784-32-32-32-10 ReLU MLP, 1,000 Fashion-MNIST images;
 synthetic images of that shape if none on disk), seed 0, GD at 2 η_eos(θ₀) for ``--epochs`` epochs:
 plain, and clamped at ``train.clamp`` 0.95 for each ``clamp_tol``, through ``eosflow.training.train``
-with the in-loop sharpness the pipeline uses (``eosflow.runs.InloopSharpness``). Reports seconds
+with the in-loop sharpness the jobs use (``eosflow.jobs.run.InloopSharpness``). Reports seconds
 per step (wall time of the run over its steps), the ratio to plain GD, Hessian-vector products
 per measurement, and the largest η_t·S(θ_t)/(2·clamp) with S recomputed to 1e-6 (float64) at every
 25th step: at most 1 means the clamp held.
@@ -14,18 +14,17 @@ per measurement, and the largest η_t·S(θ_t)/(2·clamp) with S recomputed to 1
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
-from pathlib import Path
 
 import torch
 
+from eosflow.bench.measure import write_report
 from eosflow.bench.steps import float64_objective
 from eosflow.bench.workloads import fashion_mnist_subset
+from eosflow.jobs.run import InloopSharpness
 from eosflow.models import build_model
 from eosflow.objective import Objective
-from eosflow.runs import InloopSharpness
 from eosflow.spectral import top_eigenpairs
 from eosflow.training import TrainConfig, train
 
@@ -77,8 +76,7 @@ def main():
         print(f"clamp 0.95, clamp_tol {tol:g}: {r['s_per_step'] * 1e3:.1f} ms a step, x{r['ratio_vs_plain']:.2f} "
               f"plain; {r['hvps_per_measurement_median']} HVPs a measurement (median), product {r['product']}; "
               f"max eta_t S/(2 clamp) {r['max_lr_s_over_2clamp']:.5f}")
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=1))
+    write_report(report, args.out)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from eosflow.bench.measure import write_report
 from eosflow.spectral import top_eigenpairs
 from eosflow.models import build_model
 from eosflow.objective import Objective
@@ -73,7 +74,9 @@ def pipeline_agreement(data_path: str, device: str) -> dict:
     import xarray as xr
 
     from eosflow.config import load_config
-    from eosflow.pipeline import run_hessian, run_train
+    from eosflow.jobs.hessian import run_hessian
+    from eosflow.jobs.spec import RunSpec
+    from eosflow.jobs.train import run_train
 
     root = Path(__file__).resolve().parents[1]
     out = {}
@@ -83,7 +86,8 @@ def pipeline_agreement(data_path: str, device: str) -> dict:
         cfg["device"] = dev
         d = Path(tempfile.mkdtemp())
         t = time.perf_counter()
-        status = run_train(cfg, "fmnist_mlp", 0.16, 0, data_path, d / "m.nc", d / "s.pt", progress=False)
+        spec = RunSpec.from_settings(cfg, "fmnist_mlp", 0.16, 0)
+        status = run_train(spec, data_path, d / "m.nc", d / "s.pt", progress=False)
         t_train = time.perf_counter() - t
         t = time.perf_counter()
         run_hessian(cfg, "fmnist_mlp", data_path, d / "m.nc", d / "s.pt", d / "c.nc", progress=False)
@@ -110,8 +114,7 @@ def main():
     report["engine"] = [engine_timings(d) for d in devices]
     if args.data and torch.cuda.is_available():
         report["pipeline"] = pipeline_agreement(args.data, "cuda")
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=2))
+    write_report(report, args.out, indent=2)
     print(json.dumps(report, indent=2))
 
 

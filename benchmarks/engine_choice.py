@@ -19,13 +19,12 @@ eigenvalue difference from the previous engine.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
-from pathlib import Path
 
 import torch
 
+from eosflow.bench.measure import print_table, speedups, write_report
 from eosflow.bench.workloads import fashion_mnist_subset
 from eosflow.spectral import SpectrumTracker
 from eosflow.models import build_model
@@ -86,16 +85,12 @@ def main():
                 r["max_rel_diff_vs_lanczos"] = float(((ev - ref).abs() / ref.abs()).max())
                 if label not in rows or r["median_s"] < rows[label]["median_s"]:
                     rows[label] = r
-        base = rows["lanczos"]["median_s"]
-        for r in rows.values():
-            r["speedup_vs_lanczos"] = round(base / r["median_s"], 2)
+        speedups(rows, "lanczos")
         report["patterns"][name] = rows
-        print(name)
-        for label, r in rows.items():
-            print(f"  {label:8s} median {r['median_s'] * 1e3:8.1f} ms  HVPs {r['mean_n_matvec']:5.1f}  "
-                  f"x{r['speedup_vs_lanczos']:.2f} vs lanczos  max rel diff {r['max_rel_diff_vs_lanczos']:.1e}")
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=1))
+        print_table(name, rows, lambda label, r: (
+            f"  {label:8s} median {r['median_s'] * 1e3:8.1f} ms  HVPs {r['mean_n_matvec']:5.1f}  "
+            f"x{r['speedup_vs_lanczos']:.2f} vs lanczos  max rel diff {r['max_rel_diff_vs_lanczos']:.1e}"))
+    write_report(report, args.out)
 
 
 if __name__ == "__main__":

@@ -22,13 +22,12 @@ product was not tried: double backward is outside what it compiles on torch 2.14
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
-from pathlib import Path
 
 import torch
 
+from eosflow.bench.measure import print_table, speedups, write_report
 from eosflow.models import build_model
 from eosflow.objective import Objective
 from eosflow.spectral import CachedHVP
@@ -78,6 +77,12 @@ def measure(fns, reps=5):
             for name, ts in times.items()}
 
 
+def product_line(name: str, r: dict) -> str:
+    diff = "" if r["rel_diff_vs_revrev"] is None else f"  rel diff vs revrev {r['rel_diff_vs_revrev']:.1e}"
+    return (f"  {name:22s} {r['median_s'] * 1e3:9.1f} ms  x{r['x_grad']:5.2f} grad  "
+            f"x{r['speedup_vs_revrev']:5.2f} vs revrev{diff}")
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default="results/bench/hvp_choice.json")
@@ -91,18 +96,14 @@ def main():
     for name, (spec, shape) in WORKLOADS.items():
         fns, dim = products(spec, shape, args.n)
         rows = measure(fns)
-        unit, ref = rows["grad"]["median_s"], rows["revrev"]["median_s"]
         for r in rows.values():
-            r["x_grad"], r["speedup_vs_revrev"] = round(r["median_s"] / unit, 2), round(ref / r["median_s"], 2)
+            r["x_grad"] = round(r["median_s"] / rows["grad"]["median_s"], 2)
+        speedups(rows, "revrev")
         best = min((r["median_s"], n) for n, r in rows.items() if n != "grad")[1]
         report["workloads"][name] = {"n_params": dim, "products": rows, "fastest": best}
-        print(f"{name} ({dim} parameters, {args.n} images): fastest {best}")
-        for n, r in sorted(rows.items(), key=lambda kv: kv[1]["median_s"]):
-            diff = "" if r["rel_diff_vs_revrev"] is None else f"  rel diff vs revrev {r['rel_diff_vs_revrev']:.1e}"
-            print(f"  {n:22s} {r['median_s'] * 1e3:9.1f} ms  x{r['x_grad']:5.2f} grad  "
-                  f"x{r['speedup_vs_revrev']:5.2f} vs revrev{diff}")
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=1))
+        print_table(f"{name} ({dim} parameters, {args.n} images): fastest {best}",
+                    sorted(rows.items(), key=lambda kv: kv[1]["median_s"]), product_line)
+    write_report(report, args.out)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import statistics
 import subprocess
@@ -40,6 +39,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+from eosflow.bench.measure import write_report  # noqa: E402
 from eosflow.config import load_config, read_yaml, run_settings, tracks_sharpness, validate_config  # noqa: E402
 from eosflow.models import build_model  # noqa: E402
 from eosflow.objective import Objective  # noqa: E402
@@ -164,8 +164,7 @@ def main():
               "hvps_per_measurement": {"warm_top1": HVPS_WARM, "cold_top1": HVPS_COLD_TOP1,
                                        "cold_top10": HVPS_COLD_TOP10},
               "rows": table, "total_cpu_hours": round(total_cpu, 1), "total_gpu_hours": round(total_gpu, 1)}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=2))
+    write_report(report, args.out, indent=2)
     print(f"{'group':<24}{'setting':<24}{'runs':>6}{'epochs':>10}{'CPU h':>9}{'GPU h':>9}")
     for t in table:
         print(f"{t['group']:<24}{t['setting']:<24}{t['runs']:>6}{t['epochs']:>10}{t['cpu_hours']:>9}{t['gpu_hours']:>9}")

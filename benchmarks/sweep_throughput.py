@@ -21,10 +21,10 @@ import json
 import math
 import platform
 import time
-from pathlib import Path
 
 import torch
 
+from eosflow.bench.measure import write_report
 from eosflow.models import build_model
 from eosflow.objective import Objective
 from eosflow.training import train_group
@@ -108,8 +108,7 @@ def main():
     for name in args.models.split(","):
         steps = args.steps_large if name == "large" and args.steps_large else args.steps
         report["results"].append(bench_model(name, steps, args.runs, device, dtype))
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    write_report(report, args.out, indent=2)
     print(json.dumps(report, indent=2))
 
 

@@ -105,19 +105,22 @@ def test_clamp_on_the_default_mlp_holds_against_a_tight_solve(tmp_path, one_thre
     η_t · S(θ_t) ≤ 2 · clamp at every step checked, S recomputed cold to 1e-6."""
     from eosflow.config import load_config
     from eosflow.data import prepare_dataset
-    from eosflow.runs import build_objective, inloop_sharpness
+    from eosflow.jobs.run import build_objective, inloop_sharpness
+    from eosflow.jobs.spec import RunSpec
 
     cfg_all = load_config("config/config.yaml")
     cfg_all["device"] = "cpu"
     cfg_all["settings"]["fmnist_mlp"]["n_train"] = 200
     cfg_all["train"].update(clamp=0.95, clamp_tol=1e-2)  # a loose tracker: the (1 + tol) margin covers it
     data = prepare_dataset("fashion-mnist", 200, 20, 0, str(tmp_path / "d.pt"))
-    obj = build_objective(cfg_all, "fmnist_mlp", data, seed=0)
+    spec = RunSpec.from_settings(cfg_all, "fmnist_mlp", 0.1, seed=0)
+    assert spec.inloop.tol == 1e-2 and spec.inloop.clamped  # the clamp's tracker: to clamp_tol, every step
+    obj = build_objective(spec, data)
     theta0 = obj.flatten()
     s0 = float(top_eigenpairs(obj, theta0, 1, tol=1e-6, max_iter=300).eigvals[0])
     res = train(obj, theta0, TrainConfig(lr=3 * 2 / s0, acc_goal=None, max_epochs=40, snapshot_every=1,
                                          clamp=0.95, clamp_tol=1e-2),
-                sharpness_fn=inloop_sharpness(cfg_all, obj), progress=False)
+                sharpness_fn=inloop_sharpness(spec, obj), progress=False)
     assert res.status == "max_epochs"
     eta = res.metrics["lr"]
     assert eta.max() < 3 * 2 / s0  # the clamp binds
@@ -133,7 +136,7 @@ class Crash(Exception):
 def test_a_clamped_run_resumed_from_its_checkpoint_equals_an_uninterrupted_one(tmp_path):
     """The warm start of the clamp's tracker is in the checkpoint: S(θ_t), hence η_t, and the whole
     trajectory after a crash are those of a run that never stopped, bit for bit."""
-    from eosflow.runs import InloopSharpness
+    from eosflow.jobs.run import InloopSharpness
 
     obj = Quartic(a=[2.0] * 6, b=[10.0, 5.0, 2.0, 1.0, 0.5, 0.1])
     theta0 = torch.linspace(1.0, -1.0, 6, dtype=torch.float64)

@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from eosflow.config import ConfigError, load_config, lr_tag, tracks_sharpness, train_job_config, validate_config
+from eosflow.config import ConfigError, load_config, lr_tag, tracks_sharpness, validate_config
+from eosflow.jobs.spec import InloopSpec, run_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -95,12 +96,20 @@ def test_sweep_lr_tags_name_runs_by_multiple_or_value():
 
 def test_in_loop_sharpness_is_one_predicate_and_only_it_adds_the_tracker_keys():
     """A run tracks S(θ) in its loop when sharpness_every > 0 or under a clamp; only then does its
-    training job depend on the hessian block's tol and max_iter."""
+    training job depend on a tolerance and an iteration cap, its own (the run's InloopSpec): the
+    hessian block's tol, or train.clamp_tol for a clamped run, chosen once."""
     assert tracks_sharpness({"sharpness_every": 10, "clamp": None})
     assert tracks_sharpness({"sharpness_every": 0, "clamp": 0.95})
     assert not tracks_sharpness({"sharpness_every": 0, "clamp": None})
     cfg = load_config(ROOT / "config/config.yaml")
-    assert train_job_config(cfg, "sweep", "fmnist_mlp")["hessian"] == {"tol": 1e-3, "max_iter": 100}
+    cfg["train"]["clamp_tol"] = 1e-2
+    plain = run_spec(cfg, "sweep", "fmnist_mlp", "x1", 0)
+    assert plain.inloop == InloopSpec(tol=1e-3, max_iter=100, clamped=False)
+    assert plain.record()["inloop_sharpness"] == {"tol": 1e-3, "max_iter": 100} and "hessian" not in plain.record()
+    twin = run_spec(cfg, "ablation", "fmnist_mlp", "x1.4", 0)  # the clamped twins: every step, to clamp_tol
+    assert twin.clamp == 0.95 and twin.inloop == InloopSpec(tol=1e-2, max_iter=100, clamped=True)
+    assert twin.record()["inloop_sharpness"] == {"tol": 1e-2, "max_iter": 100, "every": 1}
     cfg["train"]["sharpness_every"] = 0
-    assert "hessian" not in train_job_config(cfg, "sweep", "fmnist_mlp")
-    assert "hessian" in train_job_config(cfg, "ablation", "fmnist_mlp")  # the clamped twins
+    assert run_spec(cfg, "sweep", "fmnist_mlp", "x1", 0).inloop is None
+    assert "inloop_sharpness" not in run_spec(cfg, "sweep", "fmnist_mlp", "x1", 0).record()
+    assert run_spec(cfg, "ablation", "fmnist_mlp", "x1", 0).inloop is not None

@@ -79,6 +79,18 @@ def test_summary_counts_every_run_including_diverged(tmp_path):
     np.testing.assert_allclose(s["sharpness_final"].values, 22.0)
 
 
+def test_summary_reads_eta_eos_from_the_runs_record(tmp_path):
+    """η_eos is computed once, by the training job that placed a relative η₀, and read from the run's
+    record; a run without one (an absolute η₀) falls back to 2 / S(θ₀) of its hessian measurement."""
+    relative = fake_cube(lr=0.14, seed=1)
+    relative.attrs["config"] = json.dumps({"lr": 0.14, "seed": 1, "relative": {
+        "lr_relative": 1.4, "lr_unit": "median", "eta_eos_unit": 0.1, "eta_eos_by_seed": {"0": 0.09, "1": 0.1004}}})
+    write_netcdf(relative, tmp_path / "rel.nc")
+    write_netcdf(fake_cube(lr=0.14, seed=1), tmp_path / "abs.nc")
+    s = summarize_runs({"a": [tmp_path / "rel.nc", tmp_path / "abs.nc"]})
+    np.testing.assert_array_equal(s["eta_eos"].values, [0.1004, 2 / 20.0])  # the run's own seed's limit
+
+
 def test_eigvec_quantisation_bounds_the_error_and_shrinks_the_file(tmp_path):
     rng = np.random.default_rng(0)
     v = rng.standard_normal((20, 3, 4000)).astype(np.float32)

@@ -13,10 +13,11 @@ CONDA_NAMES = {"torch": "pytorch", "netcdf4": "netcdf4", "snakemake": "snakemake
 LIGHT_MODULES = ["eosflow.figures.fig1", "eosflow.figures.fig2", "eosflow.figures.fig3", "eosflow.figures.fig4",
                  "eosflow.figures.fig5", "eosflow.figures.eos", "eosflow.plans", "eosflow.summary", "eosflow.cubes",
                  "eosflow.files", "eosflow.logs", "eosflow.config", "eosflow.similarity", "eosflow.instability",
-                 "eosflow.claims", "eosflow.optimizer_config", "eosflow.figures.sgd_flattening",
+                 "eosflow.claims", "eosflow.config.optimizers", "eosflow.figures.sgd_flattening",
                  "eosflow.figures.clipped_ada", "eosflow.stability", "eosflow.figures.ablation",
                  "eosflow.figures.generalization_map", "eosflow.figures.sweep_stats", "eosflow.figures.fig7",
-                 "eosflow.figures.fig8", "eosflow.figures.fig9", "eosflow.flattening", "eosflow.figures.flattening"]
+                 "eosflow.figures.fig8", "eosflow.figures.fig9", "eosflow.config.flattening",
+                 "eosflow.figures.flattening", "eosflow.config.tags", "eosflow.jobs.spec"]
 
 
 def _split(req: str):

@@ -9,7 +9,7 @@ import xarray as xr
 
 from eosflow.cubes import write_netcdf
 from eosflow.figures.fig3 import fig3_claims, make_fig3, nothing_to_slice
-from eosflow.landscape import slices_dataset
+from eosflow.jobs.slices import slices_dataset
 
 LR = 0.1  # 2 / lr = 20
 

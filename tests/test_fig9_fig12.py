@@ -16,8 +16,9 @@ from eosflow.figures.fig9 import (
     COLLAPSE_ACC, diverged_per_lr, fig9_claims, make_fig9, outcome, run_rows, seed_table,
 )
 from eosflow.files import save_torch
-from eosflow.landscape import run_slices
-from eosflow.pipeline import run_train
+from eosflow.jobs.slices import run_slices
+from eosflow.jobs.spec import RunSpec
+from eosflow.jobs.train import run_train
 from eosflow.plans import plan_fig2, plan_slices
 
 GRID = [0.025, 0.05, 0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 6.4]
@@ -225,7 +226,8 @@ def test_slices_under_fig12s_name_equal_fig3s(tmp_path):
         "model": {"arch": "mlp", "widths": [4], "activation": "tanh"}}},
         "train": {"max_epochs": 4, "snapshot_every": 1, "acc_goal": None, "dtype": "float64"},
         "hessian": {"tol": 1e-9, "max_iter": 60}})
-    run_train(cfg, "s", 0.5, 0, tmp_path / "d.pt", tmp_path / "m.nc", tmp_path / "s.pt", progress=False)
+    run_train(RunSpec.from_settings(cfg, "s", 0.5, 0), tmp_path / "d.pt", tmp_path / "m.nc", tmp_path / "s.pt",
+              progress=False)
     block = {"instability": 1, "snapshots": 2, "points": 5, "span": 1.5}
     a = run_slices(cfg, "s", tmp_path / "d.pt", tmp_path / "s.pt", [2, 4], 0.5, tmp_path / "a.nc", block, seed=0,
                    progress=False)

@@ -19,7 +19,9 @@ from test_pipeline import fake_data, small_config
 from eosflow.cubes import CubeError, open_cube, write_netcdf
 from eosflow.files import DiskFull, UnreadableFile, load_torch, read_json, save_torch, write_json
 from eosflow.logs import rule_logging
-from eosflow.pipeline import run_hessian, run_train
+from eosflow.jobs.hessian import run_hessian
+from eosflow.jobs.spec import RunSpec
+from eosflow.jobs.train import run_train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -31,7 +33,7 @@ def run_files(tmp_path_factory):
     fake_data(d / "d.pt", 30, 10, 3, 3, seed=1)
     cfg = small_config({"arch": "mlp", "widths": [5], "activation": "tanh"},
                        train={"max_epochs": 10, "snapshot_every": 5, "acc_goal": 1.0}, hessian={"k": 1})
-    run_train(cfg, "s", 0.5, 0, d / "d.pt", d / "metrics.nc", d / "snapshots.pt", progress=False)
+    run_train(RunSpec.from_settings(cfg, "s", 0.5, 0), d / "d.pt", d / "metrics.nc", d / "snapshots.pt", progress=False)
     run_hessian(cfg, "s", d / "d.pt", d / "metrics.nc", d / "snapshots.pt", d / "cube.nc", progress=False)
     return cfg, d
 

@@ -10,9 +10,9 @@ import xarray as xr
 import yaml
 
 from eosflow.config import ConfigError, lr_tag, validate_config
-from eosflow.flattening import flattening_rows, flattening_title
+from eosflow.config.flattening import flattening_rows, flattening_title
+from eosflow.config.tags import schedule_tag
 from eosflow.figures.flattening import make_flattening
-from eosflow.training.schedules import schedule_tag
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = "results/runs/{exp}/{setting}/{sched}/lr{lr}/seed{seed}/cube.nc"
@@ -102,9 +102,10 @@ def test_block_errors_name_the_key(raw, block, mutate, expected):
 def test_sharpness_every_zero_is_allowed_in_a_block(raw):
     cfg = validate_config(raw)
     assert cfg["fig6"]["train"]["sharpness_every"] == 0 and cfg["mse_flattening"]["train"]["sharpness_every"] == 0
-    from eosflow.config import train_job_config
-    job = train_job_config(cfg, "fig6", "fmnist_cnn", {"kind": "switch", "epoch": 25, "lr_small": 0.01})
-    assert job["train"]["max_epochs"] == 300 and "hessian" not in job  # no in-loop sharpness
+    from eosflow.jobs.spec import run_spec
+    spec = run_spec(cfg, "fig6", "fmnist_cnn", "x1.4", 0, "e25to0.01")
+    assert spec.train["max_epochs"] == 300 and spec.inloop is None  # no in-loop sharpness
+    assert "inloop_sharpness" not in spec.record() and spec.lr.unit == "seed" and dict(spec.lr.limits) == {0: None}
 
 
 def _cube(hsteps, sharp, lr):

@@ -10,11 +10,12 @@ import xarray as xr
 from eosflow import dln
 from eosflow.config import validate_config
 from eosflow.files import save_torch
-from eosflow.landscape import gradient_slice, run_slices, slice_offsets, slices_dataset
+from eosflow.jobs.slices import gradient_slice, run_slices, slice_offsets, slices_dataset
 from eosflow.plans import snapshot_steps
 from eosflow.models import build_model
 from eosflow.objective import Objective
-from eosflow.pipeline import run_train
+from eosflow.jobs.spec import RunSpec
+from eosflow.jobs.train import run_train
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -163,7 +164,8 @@ def test_run_slices_on_a_trained_run(tmp_path):
         "train": {"max_epochs": 8, "snapshot_every": 1, "acc_goal": 1.0, "dtype": "float64"},
         "hessian": {"tol": 1e-9, "max_iter": 80}})
     lr, seed = 0.4, 2
-    run_train(cfg, "s", lr, seed, tmp_path / "d.pt", tmp_path / "m.nc", tmp_path / "s.pt", progress=False)
+    run_train(RunSpec.from_settings(cfg, "s", lr, seed), tmp_path / "d.pt", tmp_path / "m.nc", tmp_path / "s.pt",
+              progress=False)
     fig3cfg = {"snapshots": 3, "points": 9, "span": 1.5, "instability": 1}
     steps = [1, 4, 8]
     ds = run_slices(cfg, "s", tmp_path / "d.pt", tmp_path / "s.pt", steps, lr, tmp_path / "sl.nc", fig3cfg,

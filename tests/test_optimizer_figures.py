@@ -12,8 +12,8 @@ from eosflow.claims import decide, decide_family
 from eosflow.config import ConfigError, load_config
 from eosflow.figures.clipped_ada import CHANCE, loss_spikes, make_clipped_ada
 from eosflow.figures.sgd_flattening import make_sgd_flattening
-from eosflow.optimizer_config import (clipped_ada_runs, opt_tag, optimizer_run_config, parse_opt_tag,
-                                      sgd_flattening_runs)
+from eosflow.config.optimizers import clipped_ada_runs, optimizer_run_config, sgd_flattening_runs
+from eosflow.config.tags import opt_tag, parse_opt_tag
 
 
 def cube(sharp, loss=None, acc=0.8, status="max_epochs", precond=None, threshold=10.0, optimizer="sgd"):

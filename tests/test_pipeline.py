@@ -1,4 +1,4 @@
-"""The train and hessian rules' functions on a small synthetic dataset, against dense oracles."""
+"""The train and hessian jobs on a small synthetic dataset, against dense oracles."""
 import json
 
 import pytest
@@ -11,7 +11,9 @@ from eosflow.config import validate_config
 from eosflow.files import save_torch
 from eosflow.models import build_model
 from eosflow.objective import Objective
-from eosflow.pipeline import run_hessian, run_train
+from eosflow.jobs.hessian import run_hessian
+from eosflow.jobs.spec import LearningRate, RunSpec
+from eosflow.jobs.train import run_train
 
 
 def fake_data(path, n_train, n_test, side, n_classes, seed):
@@ -22,6 +24,11 @@ def fake_data(path, n_train, n_test, side, n_classes, seed):
             "n_classes": n_classes}
     save_torch(data, path)
     return data
+
+
+def spec(cfg, lr, seed, schedule=None, setting="s"):
+    """The run of ``setting`` under ``cfg`` at η₀ ``lr`` (a number, or a LearningRate)."""
+    return RunSpec.from_settings(cfg, setting, lr, seed, schedule)
 
 
 def small_config(model, loss="ce", **sections):
@@ -35,7 +42,7 @@ def test_hessian_rule_cadence_and_values(tmp_path):
         {"arch": "mlp", "widths": [5], "activation": "tanh"}, "mse",
         train={"max_epochs": 50, "snapshot_every": 10, "acc_goal": 1.0, "dtype": "float64", "sharpness_every": 20},
         hessian={"k": 3, "every": 2, "eigvec_every": 2, "tol": 1e-8, "max_iter": 80, "n_samples": 30})
-    status = run_train(cfg, "s", 0.3, 0, tmp_path / "d.pt", tmp_path / "m.nc", tmp_path / "s.pt", progress=False)
+    status = run_train(spec(cfg, 0.3, 0), tmp_path / "d.pt", tmp_path / "m.nc", tmp_path / "s.pt", progress=False)
     assert status == "max_epochs"
     run_hessian(cfg, "s", tmp_path / "d.pt", tmp_path / "m.nc", tmp_path / "s.pt", tmp_path / "c.nc", progress=False)
     cube = xr.load_dataset(tmp_path / "c.nc")
@@ -65,7 +72,7 @@ def test_same_config_and_seed_give_byte_identical_cubes_and_snapshots(tmp_path):
     for rep in ("a", "b"):
         d = tmp_path / rep
         d.mkdir()
-        run_train(cfg, "s", 0.5, 3, tmp_path / "d.pt", d / "m.nc", d / "s.pt", progress=False)
+        run_train(spec(cfg, 0.5, 3), tmp_path / "d.pt", d / "m.nc", d / "s.pt", progress=False)
         run_hessian(cfg, "s", tmp_path / "d.pt", d / "m.nc", d / "s.pt", d / "c.nc", progress=False)
         blobs.append(((d / "c.nc").read_bytes(), (d / "s.pt").read_bytes()))
     assert blobs[0][0] == blobs[1][0]
@@ -80,8 +87,7 @@ def test_switch_schedule_is_applied_and_recorded(tmp_path):
     fake_data(tmp_path / "d.pt", 20, 6, 2, 2, seed=3)
     cfg = small_config({"arch": "mlp", "widths": [4]}, train={"max_epochs": 12, "acc_goal": 1.0})
     sched = {"kind": "switch", "epoch": 5, "lr_small": 0.01}
-    run_train(cfg, "s", 0.7, 0, tmp_path / "d.pt", tmp_path / "m.nc", tmp_path / "s.pt", schedule=sched,
-              progress=False)
+    run_train(spec(cfg, 0.7, 0, sched), tmp_path / "d.pt", tmp_path / "m.nc", tmp_path / "s.pt", progress=False)
     m = xr.load_dataset(tmp_path / "m.nc")
     np.testing.assert_allclose(m["lr_step"].values[:12], [0.7] * 5 + [0.01] * 7)
     assert json.loads(m.attrs["config"])["schedule"] == sched
@@ -93,12 +99,11 @@ def test_forked_run_equals_a_run_trained_from_scratch(tmp_path):
     fake_data(tmp_path / "d.pt", 40, 10, 3, 2, seed=3)
     cfg = small_config({"arch": "mlp", "widths": [6], "activation": "tanh"},
                        train={"max_epochs": 30, "snapshot_every": 1, "acc_goal": 1.0, "eval_every": 4})
-    run_train(cfg, "s", 0.5, 0, tmp_path / "d.pt", tmp_path / "pm.nc", tmp_path / "ps.pt", progress=False)
+    run_train(spec(cfg, 0.5, 0), tmp_path / "d.pt", tmp_path / "pm.nc", tmp_path / "ps.pt", progress=False)
     sched = {"kind": "switch", "epoch": 13, "lr_small": 0.05}
-    run_train(cfg, "s", 0.5, 0, tmp_path / "d.pt", tmp_path / "sm.nc", tmp_path / "ss.pt", schedule=sched,
-              progress=False)
-    run_train(cfg, "s", 0.5, 0, tmp_path / "d.pt", tmp_path / "fm.nc", tmp_path / "fs.pt", schedule=sched,
-              progress=False, fork=(tmp_path / "pm.nc", tmp_path / "ps.pt"))
+    run_train(spec(cfg, 0.5, 0, sched), tmp_path / "d.pt", tmp_path / "sm.nc", tmp_path / "ss.pt", progress=False)
+    run_train(spec(cfg, 0.5, 0, sched), tmp_path / "d.pt", tmp_path / "fm.nc", tmp_path / "fs.pt", progress=False,
+              fork=(tmp_path / "pm.nc", tmp_path / "ps.pt"))
     scratch, forked = xr.load_dataset(tmp_path / "sm.nc"), xr.load_dataset(tmp_path / "fm.nc")
     for name in ("train_loss", "train_acc", "test_loss", "test_acc", "grad_norm", "lr_step"):
         np.testing.assert_array_equal(forked[name].values, scratch[name].values, err_msg=name)
@@ -110,18 +115,18 @@ def test_forked_run_equals_a_run_trained_from_scratch(tmp_path):
     # a parent without a snapshot at the switch epoch is a clear error naming the file
     cfg10 = small_config({"arch": "mlp", "widths": [6], "activation": "tanh"},
                          train={"max_epochs": 30, "snapshot_every": 10, "acc_goal": 1.0})
-    run_train(cfg10, "s", 0.5, 0, tmp_path / "d.pt", tmp_path / "qm.nc", tmp_path / "qs.pt", progress=False)
+    run_train(spec(cfg10, 0.5, 0), tmp_path / "d.pt", tmp_path / "qm.nc", tmp_path / "qs.pt", progress=False)
     with pytest.raises(ValueError, match=r"qs.pt have no step 13"):
-        run_train(cfg10, "s", 0.5, 0, tmp_path / "d.pt", tmp_path / "x.nc", tmp_path / "x.pt", schedule=sched,
-                  progress=False, fork=(tmp_path / "qm.nc", tmp_path / "qs.pt"))
+        run_train(spec(cfg10, 0.5, 0, sched), tmp_path / "d.pt", tmp_path / "x.nc", tmp_path / "x.pt", progress=False,
+                  fork=(tmp_path / "qm.nc", tmp_path / "qs.pt"))
 
 
 def test_relative_grid_places_eta0_by_each_seeds_own_limit(tmp_path):
     """lrs_relative: η₀ = multiple × 2/S(θ₀) of the run's own seed (``seed``) or the median over
-    seeds (``median``), with S(θ₀) checked against the dense Hessian; both are recorded."""
+    seeds (``median``), with S(θ₀) checked against the dense Hessian; both are recorded, once."""
     from eosflow.data import load_prepared
-    from eosflow.pipeline import run_train_group
-    from eosflow.runs import build_objective, relative_lr
+    from eosflow.jobs.run import build_objective, place_lr
+    from eosflow.jobs.train import run_train_group
 
     fake_data(tmp_path / "d.pt", 40, 10, 3, 3, seed=5)
     cfg = small_config({"arch": "mlp", "widths": [6], "activation": "tanh"},
@@ -129,26 +134,33 @@ def test_relative_grid_places_eta0_by_each_seeds_own_limit(tmp_path):
     data = load_prepared(tmp_path / "d.pt")
     exact = {}
     for seed in (0, 1, 2):
-        obj = build_objective(cfg, "s", data, seed)
+        obj = build_objective(spec(cfg, 0.1, seed), data)
         H = torch.func.hessian(lambda t: sum(obj.sum_loss(t, xc, yc) for xc, yc in obj.chunks()) / obj.n)(obj.flatten())
         exact[seed] = 2.0 / float(torch.linalg.eigvalsh(H)[-1])
     assert len({round(v, 6) for v in exact.values()}) == 3  # the seeds' limits differ
-    eta, record = relative_lr(cfg, "s", data, 1, 0.5, "seed", [0, 1, 2])
-    assert eta == pytest.approx(0.5 * exact[1], rel=1e-6) and record["eta_eos_unit"] == pytest.approx(exact[1], rel=1e-6)
-    eta, record = relative_lr(cfg, "s", data, 1, 2.0, "median", [0, 1, 2])
-    assert eta == pytest.approx(2.0 * float(np.median(list(exact.values()))), rel=1e-6)
-    assert set(record["eta_eos_by_seed"]) == {"0", "1", "2"} and record["lr_unit"] == "median"
-    # the train rule: η₀ from the multiple; the cube records both; a group gives the same
-    status = run_train(cfg, "s", 1.4, 2, tmp_path / "d.pt", tmp_path / "m.nc", tmp_path / "s.pt", progress=False,
-                       relative={"unit": "seed", "seeds": [0, 1, 2]})
+    placed = place_lr(spec(cfg, LearningRate.relative(0.5, "seed", [1]), 1), data).lr
+    assert placed.value == pytest.approx(0.5 * exact[1], rel=1e-6)
+    assert placed.eta_eos == pytest.approx(exact[1], rel=1e-6)
+    placed = place_lr(spec(cfg, LearningRate.relative(2.0, "median", [0, 1, 2]), 1), data).lr
+    assert placed.value == pytest.approx(2.0 * float(np.median(list(exact.values()))), rel=1e-6)
+    assert set(placed.record()["eta_eos_by_seed"]) == {"0", "1", "2"} and placed.unit == "median"
+    # the train job: η₀ from the multiple; the cube records both; a group gives the same
+    x14 = spec(cfg, LearningRate.relative(1.4, "seed", [2]), 2)
+    status = run_train(x14, tmp_path / "d.pt", tmp_path / "m.nc", tmp_path / "s.pt", progress=False)
     m = xr.load_dataset(tmp_path / "m.nc")
     assert float(m["lr"]) == pytest.approx(1.4 * exact[2], rel=1e-6)
     assert m.attrs["lr_relative"] == 1.4 and m.attrs["lr_unit"] == "seed"
     assert m.attrs["eta_eos_unit"] == pytest.approx(exact[2], rel=1e-6)
-    assert json.loads(m.attrs["config"])["relative"]["lr_relative"] == 1.4
-    statuses = run_train_group(cfg, "s", [(1.4, 2, None), (0.5, 0, None)], tmp_path / "d.pt",
+    record = json.loads(m.attrs["config"])
+    assert record["relative"]["lr_relative"] == 1.4
+    # the record is the run's RunSpec: read back, it is the placed run (η₀ is not measured again)
+    back = RunSpec.from_record(record)
+    assert back.lr.value == float(m["lr"]) and back.lr.limit(2) == m.attrs["eta_eos_unit"]
+    assert back.record() == record
+    x05 = spec(cfg, LearningRate.relative(0.5, "seed", [0]), 0)
+    statuses = run_train_group([x14, x05], tmp_path / "d.pt",
                                [(tmp_path / "g0.nc", tmp_path / "g0.pt"), (tmp_path / "g1.nc", tmp_path / "g1.pt")],
-                               progress=False, relative={"unit": "seed", "seeds": [0, 1, 2]})
+                               progress=False)
     g = xr.load_dataset(tmp_path / "g0.nc")
     assert statuses[0] == status and float(g["lr"]) == float(m["lr"]) and g.attrs["lr_relative"] == 1.4
     np.testing.assert_allclose(g["train_loss"].values, m["train_loss"].values, rtol=1e-12)

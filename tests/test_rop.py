@@ -170,10 +170,10 @@ def test_heap_settings_apply_and_keep_results(tmp_path):
     import subprocess
     import sys
 
-    from eosflow.device import HEAP_ENV, reuse_freed_memory
+    from eosflow.heap import HEAP_ENV, reuse_freed_memory
 
     assert reuse_freed_memory() is True  # Linux, glibc: applied
-    code = ("import torch, sys; from eosflow.device import heap_env_applied; "
+    code = ("import torch, sys; from eosflow.heap import heap_env_applied; "
             "from eosflow.spectral.rop import RopHVP; from eosflow.models import build_model; "
             "from eosflow.objective import Objective; torch.manual_seed(0); "
             "m = build_model({'arch': 'vgg', 'blocks': 1, 'base_width': 2, 'batch_norm': True, 'activation': 'relu'},"

@@ -15,9 +15,9 @@ import xarray as xr
 
 from eosflow.models import build_model
 from eosflow.objective import Objective
-from eosflow.pipeline import run_train
-from eosflow.pipeline import run_train_group
-from eosflow.training import METRICS, BatchedStepper, TrainConfig, schedule_from_tag, train, train_group
+from eosflow.jobs.spec import RunSpec, run_spec
+from eosflow.jobs.train import run_train, run_train_group
+from eosflow.training import METRICS, BatchedStepper, TrainConfig, train, train_group
 from tests.test_pipeline import fake_data, small_config
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -181,13 +181,12 @@ def test_run_train_group_files_equal_run_train(tmp_path, dtype, rtol):
                               "diverge_loss": 5.0, "dtype": dtype, "sharpness_every": 10 if dtype == "float64" else 0})
     runs = [(0.5, 0, None), (0.5, 1, None), (3.0, 0, SWITCH), (60.0, 2, {"kind": "constant"})]
     outs = [(tmp_path / f"g{i}.nc", tmp_path / f"g{i}.pt") for i in range(len(runs))]
-    statuses = run_train_group(cfg, "s", runs, tmp_path / "d.pt", outs, checkpoint=tmp_path / "g.ckpt",
-                               progress=False)
+    specs = [RunSpec.from_settings(cfg, "s", lr, seed, sched) for lr, seed, sched in runs]
+    statuses = run_train_group(specs, tmp_path / "d.pt", outs, checkpoint=tmp_path / "g.ckpt", progress=False)
     assert not (tmp_path / "g.ckpt").exists()
     assert "diverged" in statuses and "max_epochs" in statuses
-    for i, ((lr, seed, sched), (m_path, s_path)) in enumerate(zip(runs, outs)):
-        status = run_train(cfg, "s", lr, seed, tmp_path / "d.pt", tmp_path / f"r{i}.nc", tmp_path / f"r{i}.pt",
-                           schedule=sched, progress=False)
+    for i, (spec, (m_path, s_path)) in enumerate(zip(specs, outs)):
+        status = run_train(spec, tmp_path / "d.pt", tmp_path / f"r{i}.nc", tmp_path / f"r{i}.pt", progress=False)
         assert status == statuses[i]
         a, b = xr.load_dataset(m_path), xr.load_dataset(tmp_path / f"r{i}.nc")
         assert a.attrs == b.attrs
@@ -212,9 +211,9 @@ SCRIPT = """
 import json, runpy, sys
 from types import SimpleNamespace as NS
 d = sys.argv[1]
-cfg, runs = json.load(open(f"{d}/cfg.json")), json.load(open(f"{d}/runs.json"))
-out = [f"{d}/{k}{i}.{ext}" for i in range(len(runs)) for k, ext in (("m", "nc"), ("s", "pt"))]
-sm = NS(params=NS(cfg=cfg, runs=runs, checkpoint=f"{d}/group.ckpt", relative=None), input=NS(data=f"{d}/d.pt"),
+specs = json.load(open(f"{d}/specs.json"))
+out = [f"{d}/{k}{i}.{ext}" for i in range(len(specs)) for k, ext in (("m", "nc"), ("s", "pt"))]
+sm = NS(params=NS(specs=specs, checkpoint=f"{d}/group.ckpt"), input=NS(data=f"{d}/d.pt"),
         output=out,
         log=[f"{d}/group.log"], threads=1, wildcards=NS(setting="s"))
 runpy.run_path(sys.argv[2], init_globals={"snakemake": sm}, run_name="__main__")
@@ -226,9 +225,9 @@ def test_rule_script_sigterm_resume(tmp_path):
     cfg = small_config({"arch": "mlp", "widths": [16], "activation": "tanh"},
                        train={"max_epochs": 2500, "checkpoint_every": 20, "snapshot_every": 250, "eval_every": 5,
                               "acc_goal": 1.0, "diverge_loss": 10.0})
-    runs = [["0.5", 0, "const"], ["0.2", 1, "e100to0.05"], ["200", 0, "const"]]  # as the rule passes them
-    (tmp_path / "cfg.json").write_text(json.dumps(cfg))
-    (tmp_path / "runs.json").write_text(json.dumps(runs))
+    runs = [("0.5", 0, "const"), ("0.2", 1, "e100to0.05"), ("200", 0, "const")]
+    specs = [run_spec(cfg, "sweep", "s", lr, seed, sched) for lr, seed, sched in runs]
+    (tmp_path / "specs.json").write_text(json.dumps([s.record() for s in specs]))  # as the rule passes them
     script = Path(__file__).parents[1] / "workflow" / "scripts" / "train_group.py"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(p) for p in sys.path if p])}
     cmd = [sys.executable, "-c", SCRIPT, str(tmp_path), str(script)]
@@ -247,8 +246,7 @@ def test_rule_script_sigterm_resume(tmp_path):
     assert "resumed from checkpoint" in log and "of 3 runs still running" in log
     # against an uninterrupted group in this process (one thread, like the script)
     ref = tmp_path / "ref"
-    statuses = run_train_group(cfg, "s", [(float(lr), seed, schedule_from_tag(t)) for lr, seed, t in runs],
-                               tmp_path / "d.pt", [(ref / f"m{i}.nc", ref / f"s{i}.pt") for i in range(3)],
+    statuses = run_train_group(specs, tmp_path / "d.pt", [(ref / f"m{i}.nc", ref / f"s{i}.pt") for i in range(3)],
                                progress=False)
     assert statuses[2] == "diverged"
     for i in range(3):

@@ -13,7 +13,8 @@ import pytest
 import torch
 import xarray as xr
 
-from eosflow.training import TrainConfig, lr_at, schedule_from_tag, schedule_tag, train
+from eosflow.config.tags import schedule_from_tag, schedule_tag
+from eosflow.training import TrainConfig, lr_at, train
 
 
 class Quadratic:
@@ -123,7 +124,8 @@ def test_damaged_checkpoint_is_set_aside_and_the_run_starts_afresh(tmp_path, cap
 SCRIPT = textwrap.dedent("""
     import sys, torch
     from eosflow.files import save_torch
-    from eosflow.pipeline import run_train
+    from eosflow.jobs.spec import RunSpec
+    from eosflow.jobs.train import run_train
     from eosflow.config import validate_config
     torch.set_num_threads(1)
     d, tag, max_epochs = sys.argv[1], sys.argv[2], int(sys.argv[3])
@@ -136,7 +138,7 @@ SCRIPT = textwrap.dedent("""
                            "model": {"arch": "mlp", "widths": [16], "activation": "tanh"}, "loss": "ce"}},
         "train": {"max_epochs": max_epochs, "checkpoint_every": 20, "snapshot_every": 25, "eval_every": 5,
                   "acc_goal": 1.0}})
-    run_train(cfg, "s", 0.5, 0, f"{d}/data.pt", f"{d}/{tag}.nc", f"{d}/{tag}.pt",
+    run_train(RunSpec.from_settings(cfg, "s", 0.5, 0), f"{d}/data.pt", f"{d}/{tag}.nc", f"{d}/{tag}.pt",
               checkpoint=f"{d}/{tag}.ckpt", progress=False)
 """)
 

@@ -1,9 +1,11 @@
 """The workflow end to end: snakemake as a subprocess in a temporary copy, with a tiny config."""
 import gzip
 import json
+import os
 import shutil
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -79,6 +81,31 @@ def test_rulegraph_shows_the_stages(workdir):
     out = snakemake(workdir, "figures/fig5.pdf", "--rulegraph", "dot")
     for rule in ("prepare_data", "train", "hessian", "fig5_summary", "fig5"):
         assert f'label = "{rule}"' in out.stdout, rule
+
+
+NO_TORCH = textwrap.dedent("""
+    import sys
+
+    class NoTorch:
+        def find_spec(self, name, path=None, target=None):
+            if name == "torch" or name.startswith("torch."):
+                raise ImportError("torch is refused while the workflow is parsed")
+
+    sys.meta_path.insert(0, NoTorch())
+""")
+
+
+def test_the_workflow_parses_without_torch(workdir, tmp_path):
+    """Parsing the Snakefile and building every catalog target's DAG (its input functions, each
+    run's RunSpec) imports no torch: a dry run passes with torch refused in the snakemake process."""
+    (tmp_path / "sitecustomize.py").write_text(NO_TORCH)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")]))}
+    guard = subprocess.run([sys.executable, "-c", "import torch"], env=env, capture_output=True, text=True)
+    assert guard.returncode != 0 and "refused" in guard.stderr  # the guard is in force
+    out = subprocess.run([*SNAKEMAKE, "--cores", "1", "-n", *CATALOG, "--configfile", "tiny.yaml"], cwd=workdir,
+                         env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
+    assert "train" in out.stdout and "hessian" in out.stdout
 
 
 def test_bad_config_fails_before_any_job(workdir):

@@ -9,7 +9,7 @@ rule clipped_ada:
         png="figures/ext/clipped_ada.png",
         claims="figures/ext/clipped_ada.claims.json",
     params:
-        runs=clipped_ada_rows(),
+        runs=clipped_ada_runs(config),
         min_rise=config["clipped_ada"]["min_rise"],
     log:
         "results/logs/figures/clipped_ada.log",

@@ -2,41 +2,8 @@
 # through them, and branch runs that switch to a small η inside one. Per seed s: the baseline
 # (results/runs/fig2/<setting>/const/lr<tag>/seed<s>/), its plan and eigenvectors
 # (results/figures/fig2/seed<s>/), its branch runs; the figure draws the first seed, its claims take
-# every seed. The helpers below serve fig3 and fig12 too (workflow/rules/fig3.smk, fig12.smk).
-from eosflow.plans import block_lr_tag  # noqa: E402
-
-
-def seed_run(block, name, seed="{seed}"):
-    """A file of the run of figure block ``block`` (fig2's baseline, which fig3 slices; fig12's run)
-    for ``seed`` (default: the ``{seed}`` wildcard), at the block's η (``lr`` or ``lr_relative``)."""
-    c = config[block]
-    return run_files(c["setting"], block_lr_tag(c), seed, name=name, exp=block)
-
-
-def seed_files(pattern, block):
-    """``pattern`` (with ``{seed}``) for every seed of ``block``, in ``block.seeds`` order."""
-    return [pattern.format(seed=s) for s in config[block]["seeds"]]
-
-
-def fig2_settings(hessian=None):
-    c = config["fig2"]
-    cfg = run_settings(config, "fig2", c["setting"])
-    cfg["hessian"].update(hessian or {})
-    return cfg
-
-
-def fig2_branch_cubes(wildcards=None):
-    """Every seed's branch runs' cubes: known once the checkpoint fig2_instabilities has found that
-    seed's spikes."""
-    c = config["fig2"]
-    cubes = []
-    for seed in c["seeds"]:
-        with open(checkpoints.fig2_instabilities.get(seed=seed).output[0]) as f:
-            b = json.load(f)["branch"]
-        cubes += [run_files(c["setting"], block_lr_tag(c), seed, exp="fig2",
-                            sched=schedule_tag({"kind": "switch", "epoch": e, "lr_small": b["lr_small"]}))
-                  for e in b["epochs"]]
-    return cubes
+# every seed. Its input functions (seed_run, seed_files, fig2_settings, fig2_branch_cubes; inputs.smk)
+# serve fig3 and fig12 too (workflow/rules/fig3.smk, fig12.smk).
 
 
 checkpoint fig2_instabilities:

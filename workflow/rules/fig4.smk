@@ -13,7 +13,7 @@ rule fig4:
         runs=flattening_runs("fig4"),
         lr_small=config["fig4"]["lr_small"],
         figure="fig4",
-        title=flattening_title("fig4"),
+        title=flattening_title(config, "fig4"),
         relative=config["fig4"]["lrs_relative"] is not None,
     log:
         "results/logs/figures/fig4.log",

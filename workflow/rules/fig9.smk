@@ -2,10 +2,6 @@
 # the second setting (group fig9: results/runs/fig9/<setting>/const/lr<eta>/seed<s>/, fig9's overrides).
 
 
-def fig9_cubes(wildcards=None):
-    return block_cubes("fig9")
-
-
 rule fig9_summary:
     input:
         fig9_cubes,

@@ -13,7 +13,7 @@ rule fig6:
         runs=flattening_runs("fig6"),
         lr_small=config["fig6"]["lr_small"],
         figure="fig6",
-        title=flattening_title("fig6"),
+        title=flattening_title(config, "fig6"),
         relative=config["fig6"]["lrs_relative"] is not None,
     log:
         "results/logs/figures/fig6.log",
@@ -36,7 +36,7 @@ rule mse_flattening:
         runs=flattening_runs("mse_flattening"),
         lr_small=config["mse_flattening"]["lr_small"],
         figure="ext/mse_flattening",
-        title=flattening_title("mse_flattening"),
+        title=flattening_title(config, "mse_flattening"),
         relative=config["mse_flattening"]["lrs_relative"] is not None,
     log:
         "results/logs/figures/ext/mse_flattening.log",

@@ -8,7 +8,7 @@ rule optimizer_run:
     output:
         cube=f"{OPT_RUNS}/cube.nc",
     params:
-        cfg=optimizer_run_cfg,
+        spec=optimizer_spec,
         checkpoint=f"{OPT_RUNS}/checkpoint.pt",
     log:
         "results/logs/optimizer_run/{optfig}/{setting}/{opt}/lr{lr}_seed{seed}.log",

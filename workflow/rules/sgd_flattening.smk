@@ -9,7 +9,7 @@ rule sgd_flattening:
         png="figures/ext/sgd_flattening.png",
         claims="figures/ext/sgd_flattening.claims.json",
     params:
-        runs=sgd_flattening_rows(),
+        runs=sgd_flattening_runs(config),
     log:
         "results/logs/figures/sgd_flattening.log",
     resources:

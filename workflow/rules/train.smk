@@ -6,9 +6,7 @@ rule train:
         metrics=f"{RUNS}/metrics.nc",
         snapshots=f"{RUNS}/snapshots.pt",
     params:
-        cfg=run_config,
-        schedule=schedule_of,
-        relative=relative_spec,
+        spec=train_spec,
         checkpoint=f"{RUNS}/checkpoint.pt",
     log:
         "results/logs/train/{exp}/{setting}/{sched}/lr{lr}_seed{seed}.log",
@@ -41,9 +39,7 @@ if config["fig5"]["batched"]:
                 for name in ("metrics.nc", "snapshots.pt")
             ],
         params:
-            cfg=lambda w: train_job_config(config, "sweep", w.setting),
-            runs=lambda w: [[tag, int(w.seed), "const"] for tag in sweep_lr_tags(config["fig5"])],
-            relative=relative_of("sweep", sweep_lr_tags(config["fig5"])[0]),
+            specs=group_specs,
             checkpoint="results/runs/sweep/{setting}/const/group_seed{seed}.pt",
         log:
             "results/logs/train_group/sweep/{setting}/seed{seed}.log",

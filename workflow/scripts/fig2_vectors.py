@@ -1,7 +1,7 @@
 """Rule fig2_vectors: one seed's fig2 baseline eigenvectors at its plan's epochs."""
 from eosflow.files import read_json
 from eosflow.logs import rule_logging
-from eosflow.pipeline import run_hessian
+from eosflow.jobs.hessian import run_hessian
 
 sm = snakemake  # noqa: F821
 with rule_logging(sm.log[0], sm.threads) as progress:

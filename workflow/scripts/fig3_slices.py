@@ -3,7 +3,7 @@ instability of one seed's run (fig3: the fig2 baseline; fig12: its own run), as 
 chose them."""
 from eosflow.figures.fig3 import nothing_to_slice
 from eosflow.files import read_json
-from eosflow.landscape import run_slices
+from eosflow.jobs.slices import run_slices
 from eosflow.logs import rule_logging
 
 sm = snakemake  # noqa: F821

@@ -1,6 +1,8 @@
-"""Rule hessian: top-k Hessian eigenpairs of a run's snapshots, joined with its metrics into the cube."""
+"""Rule hessian: top-k Hessian eigenpairs of a run's snapshots, joined with its metrics into the cube.
+
+params.cfg: the hessian block; the run itself is the record in its metrics."""
+from eosflow.jobs.hessian import run_hessian
 from eosflow.logs import rule_logging
-from eosflow.pipeline import run_hessian
 
 sm = snakemake  # noqa: F821
 with rule_logging(sm.log[0], sm.threads) as progress:

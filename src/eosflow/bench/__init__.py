@@ -24,7 +24,7 @@ Two rows time whole GD steps (module ``steps``), the step the pipeline takes
 (:class:`eosflow.training.steppers.ObjectiveStepper`):
 
 * ``clamp``: GD at the same η with the stability clamp as a clamped training run applies it
-  (:class:`eosflow.runs.InloopSharpness` to ``clamp_tol`` every step, η_t by
+  (:class:`eosflow.jobs.run.InloopSharpness` to ``clamp_tol`` every step, η_t by
   :meth:`eosflow.training.state.RunState.clamped_lr`), against a plain GD step from the same θ_t;
   at a few steps S is recomputed to 1e-6 (float64) to check η_t·S ≤ 2·clamp;
 * ``gd_vs_torch``: the GD step against a loop written with nothing but torch over the same chunks.

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from ..device import reuse_freed_memory
+from ..heap import reuse_freed_memory
 
 from .memory import memory_child, run_memory
 from .runner import METHOD_ORDER, ROWS, run
@@ -82,7 +82,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workloads", nargs="+", choices=["mlp", "vgg"], default=None)
     p.add_argument("--methods", nargs="+", choices=list(METHOD_ORDER), default=None)
     p.add_argument("--malloc-default", action="store_true",
-                   help="keep glibc's default heap settings (default: eosflow.device.HEAP_ENV, as the workflow's "
+                   help="keep glibc's default heap settings (default: eosflow.heap.HEAP_ENV, as the workflow's "
                         "jobs run, for every method alike)")
     p.add_argument("--memory", action="store_true",
                    help="instead: full-batch grad and one HVP of the small VGG over 50,000 CIFAR-shaped images")

@@ -1,10 +1,11 @@
 """Timing and memory of one call: CUDA-synchronised wall time, peak RSS (Linux), and explicit
-residuals of eigenpairs from fresh HVPs."""
+residuals of eigenpairs from fresh HVPs; a report written as JSON (:func:`write_report`)."""
 
 from __future__ import annotations
 
 import ctypes
 import gc
+import json
 import resource
 import statistics
 import time
@@ -14,6 +15,27 @@ import torch
 
 from ..objective import Objective
 from ..spectral import CachedHVP
+
+
+def speedups(rows: dict, base: str) -> None:
+    """Add ``speedup_vs_<base>`` to every row: ``base``'s median seconds over the row's, to 2 decimals."""
+    for r in rows.values():
+        r[f"speedup_vs_{base}"] = round(rows[base]["median_s"] / r["median_s"], 2)
+
+
+def print_table(title: str, rows, line) -> None:
+    """Print ``title``, then ``line(label, row)`` for each ``(label, row)`` of ``rows`` (a dict or pairs)."""
+    print(title)
+    for label, r in (rows.items() if isinstance(rows, dict) else rows):
+        print(line(label, r))
+
+
+def write_report(report: dict, path, indent: int = 1) -> Path:
+    """Write a benchmark's ``report`` as JSON at ``path`` (its folder made); returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=indent, default=float) + "\n")
+    return path
 
 
 def _sync(device: torch.device) -> None:

@@ -15,7 +15,7 @@ import torch
 from ..models import build_model
 from ..objective import Objective
 from ..spectral import CachedHVP
-from .measure import _peak_rss_mb, _status_kb
+from .measure import _peak_rss_mb, _status_kb, write_report
 
 
 def memory_child(op: str, n: int, chunk: int) -> dict:
@@ -70,8 +70,5 @@ def run_memory(n: int = 50_000, chunk: int = 1000, out=None, ops=("grad", "hvp")
                   f"{n} images, chunk {chunk}", flush=True)
     if out is not None:
         path = Path(out)
-        path = path / "memory.json" if path.suffix != ".json" else path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(res, indent=1))
-        res["path"] = str(path)
+        res["path"] = str(write_report(res, path / "memory.json" if path.suffix != ".json" else path))
     return res

@@ -3,7 +3,6 @@ against bare torch (:data:`ROWS`); the targets; the printed tables."""
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import platform
@@ -16,7 +15,7 @@ import torch
 from ..device import resolve_device
 from ..objective import Objective
 from ..spectral import SpectrumTracker, top_eigenpairs
-from .measure import explicit_residuals, measured, median, product_of
+from .measure import explicit_residuals, measured, median, product_of, write_report
 from .references import HE_VERSION, EigenthingsMethod, ScipyBaseline, calibrate_eigenthings, hessian_eigenthings_available
 from .steps import bench_clamp, bench_gd_vs_torch
 from .targets import format_targets, targets
@@ -137,7 +136,7 @@ def sharpness_at(obj, theta) -> float:
 def bench_tracking(obj, theta0, k: int, tol: float, steps: int, lr_factor: float, compare_at, device,
                    baseline: bool = True, s0: float | None = None) -> dict:
     """GD above the stability limit, top-k every step warm-started as the in-loop sharpness is
-    (:class:`eosflow.runs.InloopSharpness`: the span of the last two measurements' eigenvectors and
+    (:class:`eosflow.jobs.run.InloopSharpness`: the span of the last two measurements' eigenvectors and
     one guard vector); (a) at ``compare_at`` steps. ``s0``: S(θ₀) when already known (else
     measured here)."""
     s0 = sharpness_at(obj, theta0) if s0 is None else s0
@@ -236,6 +235,32 @@ def _with_overrides(spec: dict, o: dict) -> dict:
     return spec
 
 
+#: What each method and row of the report measures (the report's ``methods``).
+METHOD_NOTES = {
+    "scipy_eigsh": "(a) scipy.sparse.linalg.eigsh(which='LA') over a numpy LinearOperator, "
+                   "double-backward HVP, numpy<->torch copies per product",
+    "hessian_eigenthings": f"(b) hessian_eigenthings.lanczos {HE_VERSION} (which='LA', "
+                           "reorthogonalize=True), steps calibrated to meet tol (untimed)",
+    "eosflow": "(c) eosflow top_eigenpairs, default engine (its Hessian-vector product: each "
+               "row's 'product')",
+    "eosflow_nocache": "eosflow's default engine keeping nothing between products "
+                       "(graph_cache_bytes=0): the least memory",
+    "eosflow_cached": "eosflow top_eigenpairs(hvp='cached'): the previous default engine "
+                      "(double backward through retained graphs)",
+    "eosflow_lanczos": "eosflow top_eigenpairs(method='lanczos'): the engine before that",
+    "tracking": "(d) SpectrumTracker warm-started every GD step",
+    "clamp": "GD at lr_factor x 2/S(theta0) with the stability clamp as a clamped training run "
+             "(InloopSharpness to clamp_tol, RunState.clamped_lr) against a plain GD step from "
+             "the same theta_t; S to 1e-6 at a few steps checks eta_t S <= 2 clamp",
+    "gd_vs_torch": "eosflow's full-batch GD step (ObjectiveStepper, as run_loop) against a bare "
+                   "torch loop over the same chunks, interleaved, at eta = 1/S(theta0)",
+}
+
+
+def _load_average() -> list | None:
+    return list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+
+
 def run(quick: bool = False, out: str | os.PathLike | None = None, device: str = "auto", reps: int | None = None,
         ks: list[int] | None = None, track_k: int | None = None, track_steps: int | None = None,
         lr_factor: float = 1.5, tol: float = 1e-3, workloads: list[str] | None = None,
@@ -272,94 +297,86 @@ def run(quick: bool = False, out: str | os.PathLike | None = None, device: str =
         "gpu": torch.cuda.get_device_name(0) if dev.type == "cuda" else None,
         "torch": torch.__version__, "python": platform.python_version(), "machine": platform.machine(),
         "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-        "load_average_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
-        "heap_reuse": heap_reuse,  # eosflow.device.HEAP_ENV applied to this process (None: not said)
+        "load_average_start": _load_average(),
+        "heap_reuse": heap_reuse,  # eosflow.heap.HEAP_ENV applied to this process (None: not said)
         "hessian_eigenthings": he_version or "not installed (method skipped)",
-        "methods": {"scipy_eigsh": "(a) scipy.sparse.linalg.eigsh(which='LA') over a numpy LinearOperator, "
-                                   "double-backward HVP, numpy<->torch copies per product",
-                    "hessian_eigenthings": f"(b) hessian_eigenthings.lanczos {HE_VERSION} (which='LA', "
-                                           "reorthogonalize=True), steps calibrated to meet tol (untimed)",
-                    "eosflow": "(c) eosflow top_eigenpairs, default engine (its Hessian-vector product: each "
-                               "row's 'product')",
-                    "eosflow_nocache": "eosflow's default engine keeping nothing between products "
-                                       "(graph_cache_bytes=0): the least memory",
-                    "eosflow_cached": "eosflow top_eigenpairs(hvp='cached'): the previous default engine "
-                                      "(double backward through retained graphs)",
-                    "eosflow_lanczos": "eosflow top_eigenpairs(method='lanczos'): the engine before that",
-                    "tracking": "(d) SpectrumTracker warm-started every GD step",
-                    "clamp": "GD at lr_factor x 2/S(theta0) with the stability clamp as a clamped training run "
-                             "(InloopSharpness to clamp_tol, RunState.clamped_lr) against a plain GD step from "
-                             "the same theta_t; S to 1e-6 at a few steps checks eta_t S <= 2 clamp",
-                    "gd_vs_torch": "eosflow's full-batch GD step (ObjectiveStepper, as run_loop) against a bare "
-                                   "torch loop over the same chunks, interleaved, at eta = 1/S(theta0)"},
-        "workloads": {},
+        "methods": dict(METHOD_NOTES), "workloads": {},
     }
+    options = {"rows": rows, "methods": methods, "tol": tol, "dev": dev, "quick": quick, "track_k": track_k,
+               "lr_factor": lr_factor, "clamp": (clamp, clamp_tol, clamp_max_iter), "verbose": verbose}
     for spec in specs:
-        name = spec["name"]
-        obj, theta, info = build_workload(spec, dev, vgg_data if name == "vgg" else None)
-        if name == "vgg" and vgg_data is not None:
-            info["data_origin"] = cifar10_origin
-        warm_up(obj, theta, methods)
-        w: dict = {"info": info, "cold": {}}
-        if verbose:
-            print(f"[bench] {name}: {info['n_params']} parameters, {info['n_examples']} examples "
-                  f"({info['data']}), device {dev}", flush=True)
-        if "cold" in rows:
-            wm = [m for m in methods if not (name == "vgg" and m == "eosflow_lanczos")]
-            # eosflow first: its HVP count seeds (b)'s calibration
-            wm = [m for m in ("eosflow", *[m for m in wm if m != "eosflow"]) if m in wm]
-            for k in spec["ks"]:
-                nrep = spec["reps"].get(k, 1) if isinstance(spec["reps"], dict) else spec["reps"]
-                r = bench_cold(obj, theta, k, tol, nrep, dev, wm, he_max_runs=spec.get("he_max_runs", 6))
-                r["methods"] = {m: r["methods"][m] for m in METHOD_ORDER if m in r["methods"]}
-                r["agreement"] = agreement({n: e["eigvals"] for n, e in r["methods"].items() if "eigvals" in e})
-                w["cold"][f"top{k}"] = r
-                if verbose:
-                    print(format_cold(name, r), flush=True)
-        tr = spec["track"] if "tracking" in rows else None
-        cl = spec["clamp"] if "clamp" in rows else None
-        gd = spec["gd"] if "gd" in rows else None
-        if tr is None and cl is None and gd is None:
-            report["workloads"][name] = w
-            continue
-        s0 = w["sharpness_theta0"] = sharpness_at(obj, theta)
-        if tr is not None:
-            steps = tr["steps"]
-            compare = [c for c in tr["compare_at"] if c < steps] or [steps - 1]
-            if steps - 1 not in compare and steps > 1 and tr["compare_at"][-1] >= steps:
-                compare.append(steps - 1)
-            # (d) on a GPU tracks the MLP's top 10 (the issue's GPU target); on a CPU the top 1 (sharpness)
-            tk = track_k or (10 if dev.type == "cuda" and not quick and name == "mlp" else tr["k"])
-            w["tracking"] = bench_tracking(obj, theta, tk, tol, steps, lr_factor, compare, dev,
-                                           baseline="scipy_eigsh" in methods, s0=s0)
-            if verbose:
-                print(format_tracking(name, w["tracking"]), flush=True)
-        if cl is not None:
-            w["clamp"] = bench_clamp(obj, theta, lr_factor * 2.0 / s0, clamp, clamp_tol, clamp_max_iter,
-                                     cl["steps"], cl["check_at"], dev)
-            w["clamp"]["lr_factor"] = lr_factor
-            if verbose:
-                print(format_clamp(name, w["clamp"]), flush=True)
-        if gd is not None:
-            w["gd_vs_torch"] = bench_gd_vs_torch(obj, theta, 1.0 / s0, gd["steps"], dev)
-            if verbose:
-                print(format_gd_vs_torch(name, w["gd_vs_torch"]), flush=True)
-        report["workloads"][name] = w
+        data = vgg_data if spec["name"] == "vgg" else None
+        report["workloads"][spec["name"]] = _bench_workload(spec, data, cifar10_origin, options)
     report["targets"] = targets(report)
     report["wall_s"] = round(time.perf_counter() - t_start, 1)
-    report["load_average_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+    report["load_average_end"] = _load_average()
     if verbose:
         print(format_targets(report), flush=True)
     if out is not None:
         path = Path(out)
-        path = path / ("bench_quick.json" if quick else "bench.json") if path.suffix != ".json" else path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        report_json = json.dumps(report, indent=1, default=float)
-        path.write_text(report_json)
-        report["path"] = str(path)
+        report["path"] = str(write_report(report, path / ("bench_quick.json" if quick else "bench.json")
+                                          if path.suffix != ".json" else path))
         if verbose:
-            print(f"[bench] wrote {path} ({report['wall_s']} s)")
+            print(f"[bench] wrote {report['path']} ({report['wall_s']} s)")
     return report
+
+
+def _bench_workload(spec: dict, data, origin: str, o: dict) -> dict:
+    """One workload's rows: the cold solves at each k, then tracking, the clamp and GD along a
+    trajectory from θ₀ (``o``: :func:`run`'s options)."""
+    name, dev, verbose = spec["name"], o["dev"], o["verbose"]
+    obj, theta, info = build_workload(spec, dev, data)
+    if data is not None:
+        info["data_origin"] = origin
+    warm_up(obj, theta, o["methods"])
+    w: dict = {"info": info, "cold": {}}
+    if verbose:
+        print(f"[bench] {name}: {info['n_params']} parameters, {info['n_examples']} examples "
+              f"({info['data']}), device {dev}", flush=True)
+    if "cold" in o["rows"]:
+        wm = [m for m in o["methods"] if not (name == "vgg" and m == "eosflow_lanczos")]
+        # eosflow first: its HVP count seeds (b)'s calibration
+        wm = [m for m in ("eosflow", *[m for m in wm if m != "eosflow"]) if m in wm]
+        for k in spec["ks"]:
+            nrep = spec["reps"].get(k, 1) if isinstance(spec["reps"], dict) else spec["reps"]
+            r = bench_cold(obj, theta, k, o["tol"], nrep, dev, wm, he_max_runs=spec.get("he_max_runs", 6))
+            r["methods"] = {m: r["methods"][m] for m in METHOD_ORDER if m in r["methods"]}
+            r["agreement"] = agreement({n: e["eigvals"] for n, e in r["methods"].items() if "eigvals" in e})
+            w["cold"][f"top{k}"] = r
+            if verbose:
+                print(format_cold(name, r), flush=True)
+    along = {row: spec[key] for row, key in (("tracking", "track"), ("clamp", "clamp"), ("gd", "gd"))
+             if row in o["rows"] and spec[key] is not None}
+    if along:
+        _bench_trajectory(name, obj, theta, along, w, o)
+    return w
+
+
+def _bench_trajectory(name: str, obj, theta, along: dict, w: dict, o: dict) -> None:
+    """The rows along a GD trajectory from θ₀ (``along``: the workload's sizes of each), into ``w``."""
+    dev, verbose, lr_factor = o["dev"], o["verbose"], o["lr_factor"]
+    s0 = w["sharpness_theta0"] = sharpness_at(obj, theta)
+    tr, cl, gd = along.get("tracking"), along.get("clamp"), along.get("gd")
+    if tr is not None:
+        steps = tr["steps"]
+        compare = [c for c in tr["compare_at"] if c < steps] or [steps - 1]
+        if steps - 1 not in compare and steps > 1 and tr["compare_at"][-1] >= steps:
+            compare.append(steps - 1)
+        # (d) on a GPU tracks the MLP's top 10 (the issue's GPU target); on a CPU the top 1 (sharpness)
+        tk = o["track_k"] or (10 if dev.type == "cuda" and not o["quick"] and name == "mlp" else tr["k"])
+        w["tracking"] = bench_tracking(obj, theta, tk, o["tol"], steps, lr_factor, compare, dev,
+                                       baseline="scipy_eigsh" in o["methods"], s0=s0)
+        if verbose:
+            print(format_tracking(name, w["tracking"]), flush=True)
+    if cl is not None:
+        w["clamp"] = bench_clamp(obj, theta, lr_factor * 2.0 / s0, *o["clamp"], cl["steps"], cl["check_at"], dev)
+        w["clamp"]["lr_factor"] = lr_factor
+        if verbose:
+            print(format_clamp(name, w["clamp"]), flush=True)
+    if gd is not None:
+        w["gd_vs_torch"] = bench_gd_vs_torch(obj, theta, 1.0 / s0, gd["steps"], dev)
+        if verbose:
+            print(format_gd_vs_torch(name, w["gd_vs_torch"]), flush=True)
 
 
 # -- printing ----------------------------------------------------------------------------------------

@@ -5,7 +5,7 @@ with nothing but torch (:func:`bench_gd_vs_torch`, target 6).
 Both time the GD step the pipeline really takes: :class:`eosflow.training.steppers.ObjectiveStepper`
 (``loss_grad_acc`` then ``update``), which :func:`eosflow.training.loop.run_loop` drives for a
 single run; the clamped step adds what the loop adds for ``train.clamp``: the in-loop sharpness
-(:class:`eosflow.runs.InloopSharpness`) and the clamped step size
+(:class:`eosflow.jobs.run.InloopSharpness`) and the clamped step size
 (:meth:`eosflow.training.state.RunState.clamped_lr`).
 """
 
@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from ..objective import Objective
-from ..runs import UNIT_MAX_ITER, UNIT_TOL, InloopSharpness
+from ..jobs.run import UNIT_MAX_ITER, UNIT_TOL, InloopSharpness
 from ..spectral import top_eigenpairs
 from ..training.state import RunState, TrainConfig
 from ..training.steppers import ObjectiveStepper
@@ -37,7 +37,7 @@ def eosflow_gd_step(stepper: ObjectiveStepper, theta, lr: float):
 def bench_clamp(obj, theta0, lr: float, clamp: float, clamp_tol: float, max_iter: int, steps: int,
                 check_at, device, exact_tol: float = UNIT_TOL, exact_max_iter: int = UNIT_MAX_ITER) -> dict:
     """GD at ``lr`` (above the stability limit) with the stability clamp, as a clamped training run
-    steps: at every step ``S(θ_t)`` by :class:`~eosflow.runs.InloopSharpness` (warm-started top-1
+    steps: at every step ``S(θ_t)`` by :class:`~eosflow.jobs.run.InloopSharpness` (warm-started top-1
     to ``clamp_tol``, at most ``max_iter`` iterations) and ``η_t = min(η, clamp·2/(S·(1+clamp_tol)))``
     by :meth:`~eosflow.training.state.RunState.clamped_lr`. At each visited ``θ_t`` a plain GD step
     from the same ``θ_t`` is timed too (which of the two goes first alternates, so machine noise
@@ -88,19 +88,8 @@ def bench_clamp(obj, theta0, lr: float, clamp: float, clamp_tol: float, max_iter
         sharpness.append(s)
         visited.append(theta)  # θ_t (steps make new tensors: no copy needed)
         theta = nxt
-    checks = []
-    obj64 = float64_objective(obj)
-    for t in _check_steps(check_at, lrs, lr):
-        th, lr_t, s = visited[t], lrs[t], sharpness[t]
-        res, n32 = exact_sharpness(obj, obj64, th, exact_tol, exact_max_iter, seed=1000 + t)
-        s_exact = float(res.eigvals[0])
-        checks.append({"step": t, "lr_t": lr_t, "s_inloop": s, "s_exact": s_exact,
-                       "rel_diff_inloop_vs_exact": abs(s - s_exact) / abs(s_exact),
-                       "lr_s_exact_over_2clamp": lr_t * s_exact / (2 * clamp), "binding": lr_t < lr,
-                       "holds": lr_t * s_exact <= 2 * clamp * (1 + exact_tol),
-                       "exact_residual": float(res.residuals[0]), "exact_converged": bool(res.converged),
-                       "exact_n_matvec_float32": n32, "exact_n_matvec_float64": res.n_matvec,
-                       "product": getattr(res, "product", None)})
+    checks = _clamp_checks(obj, visited, lrs, sharpness, _check_steps(check_at, lrs, lr), lr, clamp, exact_tol,
+                           exact_max_iter)
     nmv = [r["n_matvec"] for r in results]
     return {
         "clamp": clamp, "clamp_tol": clamp_tol, "max_iter": max_iter, "lr": lr, "steps": len(plain_s),
@@ -123,6 +112,26 @@ def bench_clamp(obj, theta0, lr: float, clamp: float, clamp_tol: float, max_iter
                      "ok": bool(checks) and all(c["holds"] and c["exact_converged"] for c in checks),
                      "checks": checks},
     }
+
+
+def _clamp_checks(obj, visited, lrs, sharpness, at, lr: float, clamp: float, exact_tol: float,
+                  exact_max_iter: int) -> list[dict]:
+    """:func:`bench_clamp`'s validity checks at the steps ``at``: ``S`` of the visited ``θ_t`` from a
+    cold start to ``exact_tol`` against the in-loop ``S`` and the clamp's promise."""
+    checks = []
+    obj64 = float64_objective(obj)
+    for t in at:
+        th, lr_t, s = visited[t], lrs[t], sharpness[t]
+        res, n32 = exact_sharpness(obj, obj64, th, exact_tol, exact_max_iter, seed=1000 + t)
+        s_exact = float(res.eigvals[0])
+        checks.append({"step": t, "lr_t": lr_t, "s_inloop": s, "s_exact": s_exact,
+                       "rel_diff_inloop_vs_exact": abs(s - s_exact) / abs(s_exact),
+                       "lr_s_exact_over_2clamp": lr_t * s_exact / (2 * clamp), "binding": lr_t < lr,
+                       "holds": lr_t * s_exact <= 2 * clamp * (1 + exact_tol),
+                       "exact_residual": float(res.residuals[0]), "exact_converged": bool(res.converged),
+                       "exact_n_matvec_float32": n32, "exact_n_matvec_float64": res.n_matvec,
+                       "product": getattr(res, "product", None)})
+    return checks
 
 
 def float64_objective(obj: Objective) -> Objective:

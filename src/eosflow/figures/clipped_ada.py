@@ -116,7 +116,7 @@ def arm_claims(table: list[dict], arm: str) -> tuple[list[Claim], dict]:
 
 def make_clipped_ada(rows: list[dict], cubes: list[xr.Dataset], pdf_path, png_path, claims_path,
                      min_rise: float = 1.0, keep_open: bool = False):
-    """Draw the figure from the runs (``rows``: :func:`~eosflow.optimizer_runs.clipped_ada_runs`,
+    """Draw the figure from the runs (``rows``: :func:`~eosflow.config.optimizers.clipped_ada_runs`,
     ``cubes`` in the same order) and write its claims."""
     sns.set_theme(style="whitegrid", context="paper", font_scale=1.1)
     table = summarize(rows, cubes, min_rise)

@@ -1,6 +1,6 @@
 """Figure 3: loss and sharpness along the gradient direction at snapshots of one instability, per seed.
 
-Input: one slices dataset per seed (:func:`eosflow.landscape.run_slices`; the workflow keeps them
+Input: one slices dataset per seed (:func:`eosflow.jobs.slices.run_slices`; the workflow keeps them
 as ``results/figures/fig3/seed<s>/slices.nc``, fig12's as ``results/figures/fig12/seed<s>/slices.nc``),
 each with dims ``(snapshot, point)``, the snapshots of that seed's ``fig3.instability``-th chosen
 spike. A seed whose run had too few spikes has no slices file (its plan's steps are empty): it is
@@ -140,7 +140,7 @@ def make_fig3(slices, pdf_path, png_path, claims_path, keep_open: bool = False, 
               left_out: dict | None = None):
     """Draw figure 3 from the first seed's slices and write the claims over every seed; returns the
     claims (and the figure too with ``keep_open``, for tests). ``slices``: ``{seed: dataset}`` (in
-    seed order; datasets as :func:`eosflow.landscape.run_slices` writes them), or one dataset;
+    seed order; datasets as :func:`eosflow.jobs.slices.run_slices` writes them), or one dataset;
     ``left_out``: ``{seed: why}`` for seeds without slices. ``figure``: the name in the title and
     the claims file (``fig12``: the same figure for the second setting)."""
     by_seed = _by_seed(slices)

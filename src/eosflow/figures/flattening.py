@@ -2,7 +2,7 @@
 with MSE loss). A large η₀ for the first ``e`` epochs, then η_small to a fixed end; the eventual
 maximum sharpness after the switch, S_max, against ``e``, one line per η₀.
 
-Runs are rows ``{lr0, epoch, seed, cube}`` (:func:`summarize`; the grid: :mod:`eosflow.flattening`);
+Runs are rows ``{lr0, epoch, seed, cube}`` (:func:`summarize`; the grid: :mod:`eosflow.config.flattening`);
 the ``e = 0`` run is the same for every η₀ (η_small from the start) and appears on every line.
 ``lr0`` is η₀, or its multiple of each seed's η_eos(θ₀) for a relative grid (``relative``).
 Expected: larger and longer η₀ phases give a lower S_max.

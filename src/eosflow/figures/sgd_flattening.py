@@ -3,7 +3,7 @@ paper, arXiv 2511.12558: "the flattening that instabilities drive persists under
 and its effect outweighs minibatch noise").
 
 A batch-size sweep, each batch size ``B`` at a small and a large η (``η(B) = η·min(1, B/512)``
-below 512, :func:`eosflow.optimizer_runs.sgd_flattening_runs`). (a) S(θ) over epochs (seed mean);
+below 512, :func:`eosflow.config.optimizers.sgd_flattening_runs`). (a) S(θ) over epochs (seed mean);
 (b) the final S against ``B``. ``S_final`` is the run's last Hessian measurement (its last epoch);
 a diverged run has none (it counts as missing evidence, never as flat).
 
@@ -114,7 +114,7 @@ def flattening_claims(rows: list[dict]) -> tuple[list[Claim], dict]:
 
 def make_sgd_flattening(rows: list[dict], cubes: list[xr.Dataset], pdf_path, png_path, claims_path,
                         keep_open: bool = False):
-    """Draw the figure from the runs (``rows``: :func:`~eosflow.optimizer_runs.sgd_flattening_runs`,
+    """Draw the figure from the runs (``rows``: :func:`~eosflow.config.optimizers.sgd_flattening_runs`,
     ``cubes`` in the same order) and write its claims."""
     sns.set_theme(style="whitegrid", context="paper", font_scale=1.1)
     table = summarize(rows, cubes)

@@ -10,6 +10,10 @@ these. Three kinds are provided:
   (``objective.hvp`` / ``objective.hvp_batch``; ``vmap``-batched forward-over-reverse on a GPU);
 - :class:`CachedHVP`: the same products over a chunked loss (:class:`ChunkedLoss`, e.g.
   :class:`~eosflow.objective.Objective`), reusing each chunk's first-derivative graph.
+
+Every Hessian-vector product (these two and :class:`~eosflow.spectral.rop.RopHVP`) is a
+:class:`HessianOperator`: the Hessian of an objective at one ``θ``, which sets up ``dim``,
+``dtype`` and ``device`` from them in one place.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from typing import Callable, Iterator, Protocol, runtime_checkable
 import torch
 from torch import Tensor
 
-__all__ = ["LinearOperator", "ChunkedLoss", "FunctionOperator", "ObjectiveHVP", "CachedHVP",
+__all__ = ["LinearOperator", "ChunkedLoss", "FunctionOperator", "HessianOperator", "ObjectiveHVP", "CachedHVP",
            "DEFAULT_GRAPH_CACHE_BYTES"]
 
 #: Default memory budget of :class:`CachedHVP` for the retained first-derivative graphs.
@@ -74,17 +78,40 @@ class FunctionOperator:
         return torch.stack([self._matvec(v) for v in V])
 
 
-class ObjectiveHVP:
-    """``v ↦ ∇²L(θ) v`` at one ``θ`` through ``objective.hvp`` and ``objective.hvp_batch`` (any
-    object with those and ``dim``): a fresh product each time, ``vmap``-batched where the objective
-    batches (forward-over-reverse :class:`~eosflow.objective.Objective`)."""
+class HessianOperator:
+    """The Hessian ``∇²L(θ)`` of ``objective`` at one ``θ`` as an operator: ``dim`` is the
+    objective's, ``dtype`` and ``device`` those of ``θ`` (kept detached). Subclasses give
+    :meth:`matvec` (and, where they batch, :meth:`matvec_batch`; by default one product per row)
+    and name their product in ``product``. Calling the object is :meth:`matvec`; :meth:`batch` is
+    :meth:`matvec_batch`."""
 
-    product = "objective"
+    product = "?"
 
     def __init__(self, objective, theta: Tensor):
         self.objective = objective
         self.theta = theta.detach()
         self.dim, self.dtype, self.device = int(objective.dim), self.theta.dtype, self.theta.device
+
+    def matvec(self, v: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def matvec_batch(self, V: Tensor) -> Tensor:
+        """Products for the rows of ``V``."""
+        return torch.stack([self.matvec(v) for v in V])
+
+    def __call__(self, v: Tensor) -> Tensor:
+        return self.matvec(v)
+
+    def batch(self, V: Tensor) -> Tensor:
+        return self.matvec_batch(V)
+
+
+class ObjectiveHVP(HessianOperator):
+    """``v ↦ ∇²L(θ) v`` at one ``θ`` through ``objective.hvp`` and ``objective.hvp_batch`` (any
+    object with those and ``dim``): a fresh product each time, ``vmap``-batched where the objective
+    batches (forward-over-reverse :class:`~eosflow.objective.Objective`)."""
+
+    product = "objective"
 
     def matvec(self, v: Tensor) -> Tensor:
         return self.objective.hvp(self.theta, v)
@@ -93,7 +120,7 @@ class ObjectiveHVP:
         return self.objective.hvp_batch(self.theta, V)
 
 
-class CachedHVP:
+class CachedHVP(HessianOperator):
     """``v ↦ ∇²L(θ) v`` of a :class:`ChunkedLoss` at one ``θ``, reusing graphs.
 
     For each data chunk the gradient ``∇L_c(θ)`` is computed once with ``create_graph=True`` and
@@ -105,16 +132,13 @@ class CachedHVP:
     Memory: the graphs of the first chunks are kept while their saved tensors total at most
     ``max_bytes`` (measured on the first chunk); the other chunks are recomputed per product.
     ``cached_chunks`` and ``graph_bytes`` say what was kept. Drop the object to free them.
-    Calling the object is :meth:`matvec`; :meth:`batch` is :meth:`matvec_batch`. ``product`` is
-    ``"cached"``.
+    ``product`` is ``"cached"``.
     """
 
     product = "cached"
 
     def __init__(self, objective: ChunkedLoss, theta: Tensor, max_bytes: int = DEFAULT_GRAPH_CACHE_BYTES):
-        self.objective = objective
-        self.theta = theta.detach()
-        self.dim, self.dtype, self.device = int(objective.dim), self.theta.dtype, self.theta.device
+        super().__init__(objective, theta)
         self._leaf = self.theta.detach().requires_grad_(True)
         self._graphs: list[Tensor] = []
         self._rest: list[tuple[Tensor, Tensor]] = []
@@ -161,11 +185,4 @@ class CachedHVP:
                 t = self.theta.detach().requires_grad_(True)
                 out += torch.autograd.grad(self._chunk_grad(t, xc, yc), t, grad_outputs=v)[0]
         return out / self.objective.n
-
-    def matvec_batch(self, V: Tensor) -> Tensor:
-        """Products for the rows of ``V``."""
-        return torch.stack([self.matvec(v) for v in V])
-
-    __call__ = matvec
-    batch = matvec_batch
 

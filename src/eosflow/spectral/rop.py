@@ -29,6 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .operators import HessianOperator
+
 __all__ = ["RopHVP", "rop_supported", "rop_unsupported_reason", "ACTIVATIONS", "DEFAULT_PRIMAL_CACHE_BYTES"]
 
 #: Elementwise activations, handled through their first and second derivatives.
@@ -378,7 +380,7 @@ def _nbytes(obj) -> int:
     return 0
 
 
-class RopHVP:
+class RopHVP(HessianOperator):
     """``v ↦ ∇²L(θ) v`` of an :class:`~eosflow.objective.Objective` at one ``θ`` by the R-operator.
 
     Summed over the objective's chunks and divided by N, as ``Objective.hvp``. The primal pass of
@@ -395,9 +397,7 @@ class RopHVP:
         reason = rop_unsupported_reason(objective.model)
         if reason:
             raise ValueError(f"RopHVP: {reason}")
-        self.objective = objective
-        self.theta = theta.detach()
-        self.dim, self.dtype, self.device = int(objective.dim), self.theta.dtype, self.theta.device
+        super().__init__(objective, theta)
         self.max_bytes = int(max_bytes)
         rules, has_params = [], False
         for prefix, m in _leaves(objective.model):
@@ -470,6 +470,3 @@ class RopHVP:
 
     def matvec(self, v: Tensor) -> Tensor:
         return self.matvec_batch(v[None])[0]
-
-    __call__ = matvec
-    batch = matvec_batch

@@ -7,15 +7,15 @@
 - :mod:`~eosflow.training.steppers`: how a step is computed (one run, or K runs ``vmap``ped);
 - :mod:`~eosflow.training.optimizers`: the optimizer of a run (GD, minibatch SGD, Adam, RMSprop,
   Clipped-Ada) and its stability threshold;
-- :mod:`~eosflow.training.schedules`: learning-rate schedules and their path names.
+- :mod:`~eosflow.training.schedules`: learning-rate schedules.
 """
 
 from .loop import StopRequest, fingerprint, run_loop, train, train_group
 from .optimizers import OPTIMIZERS, Optimizer, epoch_order, make_optimizer, stability_threshold
-from .schedules import lr_at, schedule_from_tag, schedule_tag
+from .schedules import lr_at
 from .state import METRICS, RunState, TrainConfig, TrainResult
 from .steppers import BatchedStepper, ObjectiveStepper
 
 __all__ = ["METRICS", "TrainConfig", "TrainResult", "RunState", "StopRequest", "fingerprint", "run_loop", "train",
            "train_group", "ObjectiveStepper", "BatchedStepper", "OPTIMIZERS", "Optimizer", "make_optimizer",
-           "epoch_order", "stability_threshold", "lr_at", "schedule_tag", "schedule_from_tag"]
+           "epoch_order", "stability_threshold", "lr_at"]

@@ -156,7 +156,7 @@ def run_loop(stepper, theta0s: list[Tensor], states: list[RunState], *, start_st
     for s, fn in zip(states, sharpness_fns):
         if s.cfg.clamp is not None and fn is None:
             raise ValueError(f"run lr={s.cfg.lr:g}: train.clamp needs its in-loop sharpness function "
-                             "(eosflow.runs.inloop_sharpness); got none")
+                             "(eosflow.jobs.run.inloop_sharpness); got none")
     ckpt = _Checkpoint(checkpoint, fingerprint([s.cfg for s in states], final), stepper, sharpness_fns)
     t = ckpt.resume(states, final, start_step)
     active = [i for i, s in enumerate(states) if s.status is None]

@@ -38,7 +38,7 @@ import math
 import torch
 from torch import Tensor
 
-from ..optimizer_config import ADAPTIVE, CLIPPED, OPTIMIZERS, optimizer_problems, stability_threshold
+from ..config.optimizers import ADAPTIVE, CLIPPED, OPTIMIZERS, optimizer_problems, stability_threshold
 
 __all__ = ["OPTIMIZERS", "ADAPTIVE", "CLIPPED", "Optimizer", "make_optimizer", "epoch_order", "optimizer_problems",
            "stability_threshold"]

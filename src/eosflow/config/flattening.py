@@ -10,40 +10,32 @@ absolute. ``e = 0`` is the η_small run from the start, the same run for every �
 
 from __future__ import annotations
 
-from .config import FLATTENING, _grid_problems, lr_tag, relative_tag
+from .experiments import FLATTENING, grid_problems
+from .tags import lr_grid, schedule_tag
 
-__all__ = ["FIGURES", "flattening_problems", "flattening_rows", "flattening_title", "relative_spec"]
+__all__ = ["FIGURES", "flattening_problems", "flattening_rows", "flattening_title"]
 
 #: The target name of each protocol block's figure.
 FIGURES = {"fig4": "fig4", "fig6": "fig6", "mse_flattening": "ext/mse_flattening"}
-
-
-def _eta_tags(block: dict) -> list[tuple[float, str]]:
-    """``(value, path name)`` of the block's η₀ grid: absolute ``0.14`` or relative ``x1.4``."""
-    if block.get("lrs_relative") is not None:
-        return [(float(r), relative_tag(r)) for r in block["lrs_relative"]]
-    return [(float(v), lr_tag(v)) for v in block["lrs"]]
 
 
 def flattening_rows(cfg: dict, name: str, run_path) -> list[dict]:
     """The grid of protocol block ``name``: one row ``{lr0, epoch, seed, path}`` per (η₀, e, seed),
     seeds outermost, then η₀, then e (the block's orders). ``lr0`` is η₀, or its multiple of
     η_eos(θ₀) for a relative block; ``path`` is ``run_path(setting, lr, seed, sched, exp)``'s cube
-    (``lr`` a number or a path name such as ``x1.4``, ``sched`` a schedule tag)."""
-    from .training.schedules import schedule_tag  # here: the package eosflow.training loads torch
-
+    (``lr`` a number or a path name such as ``0.14`` or ``x1.4``, ``sched`` a schedule tag)."""
     if name not in FLATTENING:
         raise ValueError(f"unknown flattening block {name!r}; allowed: {list(FLATTENING)}")
     c = cfg[name]
     rows = []
     for seed in c["seeds"]:
-        for lr0, tag in _eta_tags(c):
+        for lr0, tag in lr_grid(c):
             for e in c["switch_epochs"]:
                 if e == 0:
                     path = run_path(c["setting"], c["lr_small"], seed, "const", name)
                 else:
                     sched = schedule_tag({"kind": "switch", "epoch": e, "lr_small": c["lr_small"]})
-                    path = run_path(c["setting"], tag if c.get("lrs_relative") is not None else lr0, seed, sched, name)
+                    path = run_path(c["setting"], tag, seed, sched, name)
                 rows.append({"lr0": lr0, "epoch": e, "seed": seed, "path": path})
     return rows
 
@@ -58,12 +50,6 @@ def flattening_title(cfg: dict, name: str) -> str:
             f"{s.get('dataset', '?')} images, {loss} loss)")
 
 
-def relative_spec(cfg: dict, name: str) -> dict:
-    """How a relative block's runs get η₀ (:func:`eosflow.runs.relative_lr`): each run's own seed's
-    η_eos(θ₀)."""
-    return {"unit": "seed", "seeds": list(cfg[name]["seeds"])}
-
-
 def flattening_problems(cfg: dict) -> list[str]:
     """Cross-key problems of every protocol block: its η₀ grid given exactly once (``lrs`` or
     ``lrs_relative``), and every switch epoch before the end of training."""
@@ -72,7 +58,7 @@ def flattening_problems(cfg: dict) -> list[str]:
         block = cfg.get(name)
         if not block:
             continue
-        problems += _grid_problems(block, name)
+        problems += grid_problems(block, name)
         end = {**cfg["train"], **block.get("train", {})}["max_epochs"]
         late = [e for e in block["switch_epochs"] if e >= end]
         if late:

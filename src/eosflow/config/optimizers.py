@@ -1,20 +1,22 @@
 """What the optimizer runs are, from the config alone (no torch: the workflow's parse step and the
-plotting environment read it): the optimizers' names and their keys' checks, their stability
-thresholds, the runs' path names and the two figures' grids.
+plotting environment read it): the checks of the optimizer keys, the optimizers' stability
+thresholds, where the runs live and the two figures' grids.
 
-See :mod:`eosflow.training.optimizers` for the update rules and :mod:`eosflow.optimizer_runs` for
-the job that trains a run and measures its spectra.
+See :mod:`eosflow.training.optimizers` for the update rules and :mod:`eosflow.jobs.optimizers` for
+the job that trains a run and measures its spectra; an optimizer's path name is
+:func:`eosflow.config.tags.opt_tag`.
 """
 
 from __future__ import annotations
 
-from .config import ConfigError, lr_tag, perturbation
+from .experiments import perturbation, unknown_setting
+from .schema import ConfigError
+from .tags import OPTIMIZERS, lr_tag, opt_tag, parse_opt_tag
 
 __all__ = ["OPTIMIZERS", "ADAPTIVE", "CLIPPED", "OPT_FIGURES", "OPT_KEYS", "optimizer_problems",
-           "stability_threshold", "opt_tag", "parse_opt_tag", "rounded_lr", "sgd_flattening_runs", "clipped_ada_runs",
-           "optimizer_run_config", "optimizer_config_problems"]
+           "stability_threshold", "rounded_lr", "sgd_flattening_runs", "clipped_ada_runs", "optimizer_run_config",
+           "optimizer_config_problems"]
 
-OPTIMIZERS = ("gd", "sgd", "adam", "rmsprop", "clipped_adam", "clipped_rmsprop")
 #: Optimizers with a diagonal preconditioner (their stability is about ``λ_max(P⁻¹H)``).
 ADAPTIVE = ("adam", "rmsprop", "clipped_adam", "clipped_rmsprop")
 CLIPPED = ("clipped_adam", "clipped_rmsprop")
@@ -64,45 +66,6 @@ OPT_FIGURES = ("sgd_flattening", "clipped_ada")
 #: The ``train`` keys an optimizer run's tag sets.
 OPT_KEYS = ("optimizer", "batch_size", "beta1", "clip")
 RUNS_DIR = "results/runs/{fig}/{setting}/{opt}/lr{lr}/seed{seed}"
-
-
-def opt_tag(optimizer: str, batch_size: int | None = None, beta1: float | None = None,
-            clip: float | None = None) -> str:
-    """Path name of an optimizer: ``<optimizer>[_c<clip>][_m<β₁>][_b<batch>]`` (β₁ for ``adam`` and
-    ``clipped_adam`` only; no batch: full batch). Numbers in ``{:g}`` form."""
-    if optimizer not in OPTIMIZERS:
-        raise ValueError(f"unknown optimizer {optimizer!r}; allowed: {list(OPTIMIZERS)}")
-    tag = optimizer
-    if clip is not None:
-        tag += f"_c{float(clip):g}"
-    if optimizer in ("adam", "clipped_adam"):
-        tag += f"_m{float(0.9 if beta1 is None else beta1):g}"
-    if batch_size is not None:
-        tag += f"_b{int(batch_size)}"
-    return tag
-
-
-def parse_opt_tag(tag: str) -> dict:
-    """Inverse of :func:`opt_tag`: the ``train`` keys it sets (``beta1`` only where it applies)."""
-    name = next((o for o in sorted(OPTIMIZERS, key=len, reverse=True) if tag == o or tag.startswith(o + "_")), None)
-    if name is None:
-        raise ValueError(f"unknown optimizer tag {tag!r}; expected <optimizer>[_c<clip>][_m<beta1>][_b<batch>] "
-                         f"with optimizer in {list(OPTIMIZERS)}")
-    out = {"optimizer": name, "batch_size": None, "clip": None}
-    for part in filter(None, tag[len(name):].split("_")):
-        key, value = part[0], part[1:]
-        try:
-            if key == "c":
-                out["clip"] = float(value)
-            elif key == "m":
-                out["beta1"] = float(value)
-            elif key == "b":
-                out["batch_size"] = int(value)
-            else:
-                raise ValueError
-        except ValueError:
-            raise ValueError(f"optimizer tag {tag!r}: cannot read {part!r}") from None
-    return out
 
 
 def rounded_lr(lr: float) -> float:
@@ -157,8 +120,7 @@ def optimizer_run_config(cfg: dict, fig: str, setting: str, tag: str) -> dict:
         raise ConfigError(f"unknown optimizer figure {fig!r}; allowed: {list(OPT_FIGURES)}")
     block = cfg[fig]
     if setting not in cfg["settings"]:
-        raise ConfigError(f"config key {fig}.setting: unknown setting {setting!r}; defined settings: "
-                          f"{sorted(cfg['settings'])}")
+        raise ConfigError(unknown_setting(f"{fig}.setting", setting, cfg))
     train = {**cfg["train"], **block.get("train", {}), **parse_opt_tag(tag)}
     if fig == "clipped_ada":
         train["beta2"] = block["beta2"]
@@ -184,8 +146,7 @@ def optimizer_config_problems(cfg: dict, given: dict | None = None) -> list[str]
         if not block:
             continue
         if fig in given and block["setting"] not in cfg["settings"]:
-            problems.append(f"config key {fig}.setting: unknown setting {block['setting']!r}; defined settings: "
-                            f"{sorted(cfg['settings'])}")
+            problems.append(unknown_setting(f"{fig}.setting", block["setting"], cfg))
         bad = sorted(set(block.get("train", {})) & set(OPT_KEYS + ("beta2",)))
         if bad:
             problems.append(f"config key {fig}.train: {bad} are set by the figure's own keys (its grid); "
@@ -206,5 +167,3 @@ def optimizer_config_problems(cfg: dict, given: dict | None = None) -> list[str]
         problems.append(f"config key sgd_flattening.lr_small: {c['lr_small']} must be below lr_large "
                         f"({c['lr_large']})")
     return problems
-
-

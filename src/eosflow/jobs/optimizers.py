@@ -1,10 +1,10 @@
-"""Runs of other optimizers than full-batch GD (minibatch SGD, Adam, RMSprop, Clipped-Ada) for the
-figures of the follow-up paper (arXiv 2511.12558): the job that trains a run and measures its
-spectra (what each run is and where it lives: :mod:`eosflow.optimizer_config`, re-exported here).
+"""The optimizer_run rule: runs of other optimizers than full-batch GD (minibatch SGD, Adam, RMSprop,
+Clipped-Ada) for the figures of the follow-up paper (arXiv 2511.12558): the job that trains a run
+and measures its spectra (what each run is and where it lives: :mod:`eosflow.config.optimizers`).
 
 A run lives in ``results/runs/<figure>/<setting>/<opt>/lr<η>/seed<seed>/cube.nc``: ``<figure>``
 is the config block that asks for it (``sgd_flattening``, ``clipped_ada``: its ``train`` and
-``hessian`` overrides apply), ``<opt>`` names the optimizer (:func:`opt_tag`, e.g. ``sgd_b50``,
+``hessian`` overrides apply), ``<opt>`` names the optimizer (:func:`~eosflow.config.tags.opt_tag`, e.g. ``sgd_b50``,
 ``adam_m0.9_b64``, ``clipped_rmsprop_c0.1_b64``; full-batch GD is ``gd``). One job per run
 trains it (resumable: optimizer state and data-order position are in the checkpoint) and then,
 at every ``hessian.every``-th snapshot, measures the top-k Hessian eigenvalues and, for adaptive
@@ -12,7 +12,7 @@ optimizers, the preconditioned sharpness ``λ_max(P^(-1/2) H P^(-1/2))`` with th
 recorded there (:mod:`eosflow.spectral.preconditioned`). Both are in the one cube:
 ``sharpness``/``eigval`` as for GD runs, ``precond_sharpness`` and ``precond_residual`` beside
 them, the attribute ``stability_threshold`` (the limit of ``λ_max(P⁻¹H)``,
-:func:`eosflow.training.optimizers.stability_threshold`; ``2/η`` of ``S`` for SGD).
+:func:`eosflow.config.optimizers.stability_threshold`; ``2/η`` of ``S`` for SGD).
 Training and spectra share one job: a job's start (Python, torch) costs about as much as a
 small run's spectra.
 """
@@ -22,43 +22,35 @@ from __future__ import annotations
 import json
 import logging
 import math
-from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
-from .cubes import build_cube, metrics_dataset, provenance, spectra_dataset, write_netcdf
-from .data import load_prepared
-from .optimizer_config import (  # noqa: F401 (re-exported: what a run is)
-    ADAPTIVE, OPT_FIGURES, OPT_KEYS, clipped_ada_runs, opt_tag, optimizer_config_problems, optimizer_run_config,
-    parse_opt_tag, rounded_lr, sgd_flattening_runs, stability_threshold,
-)
-from .runs import build_objective, run_record, train_config
-from .spectral import SpectrumTracker
-from .spectral.preconditioned import preconditioned_eigenpairs
-from .training import train
+from ..config.optimizers import ADAPTIVE, stability_threshold
+from ..cubes import build_cube, metrics_dataset, provenance, spectra_dataset, write_netcdf
+from ..data import load_prepared
+from ..spectral import SpectrumTracker
+from ..spectral.preconditioned import preconditioned_eigenpairs
+from ..training import train
+from .hessian import measured_snapshots
+from .run import build_objective, inloop_sharpness, progress_bar, remove_checkpoint, train_config, validation_set
+from .spec import RunSpec
 
-__all__ = ["OPT_FIGURES", "OPT_KEYS", "opt_tag", "parse_opt_tag", "rounded_lr", "sgd_flattening_runs",
-           "clipped_ada_runs", "optimizer_run_config", "optimizer_config_problems", "run_optimizer"]
+__all__ = ["run_optimizer"]
 
 log = logging.getLogger(__name__)
 
-
-# -- the job ---------------------------------------------------------------------------------------
 
 def _measure(obj, result, hc: dict, threshold: float | None, progress, desc: str) -> tuple:
     """Top-k Hessian eigenpairs and (adaptive optimizers) the preconditioned sharpness at every
     ``hessian.every``-th snapshot and the last."""
     steps_all = [int(s) for s in result.snapshot_steps]
-    keep = [i for i in range(len(steps_all)) if i % hc["every"] == 0 or i == len(steps_all) - 1]
+    keep = measured_snapshots(hc, steps_all)
     k = min(hc["k"], obj.dim)
     tracker = SpectrumTracker(k=k, tol=hc["tol"], max_iter=hc["max_iter"])
     records = (result.optimizer or {}).get("preconditioner", {})
     eig, res_, iters, pre, pre_res, pre_iters, warm = [], [], [], [], [], [], None
-    file = progress if progress not in (True, False) else None
-    for i in tqdm(keep, desc=f"spectra {desc}", disable=progress is False, file=file,
-                  mininterval=15.0 if file else 1.0):
+    for i in progress_bar(keep, progress, f"spectra {desc}"):
         theta = result.snapshots[i].to(obj.device, obj.dtype)
         r = tracker.measure(obj, theta)
         eig.append(r.eigvals.double().cpu().numpy())
@@ -77,28 +69,26 @@ def _measure(obj, result, hc: dict, threshold: float | None, progress, desc: str
     return [steps_all[i] for i in keep], k, eig, res_, iters, pre, pre_res, pre_iters
 
 
-def run_optimizer(cfg: dict, fig: str, setting: str, tag: str, lr: float, seed: int, data_path, out_cube,
-                  checkpoint=None, progress=True) -> str:
-    """Train one optimizer run (``cfg``: :func:`optimizer_run_config`'s), measure its spectra and
-    write its cube; returns its status. Resumes from ``checkpoint``; removes it at the end."""
+def run_optimizer(spec: RunSpec, data_path, out_cube, checkpoint=None, progress=True) -> str:
+    """Train one optimizer run (``spec``: :func:`eosflow.jobs.spec.optimizer_run_spec`'s, with its
+    ``hessian`` block), measure its spectra and write its cube; returns its status. Resumes from
+    ``checkpoint``; removes it at the end."""
     data = load_prepared(data_path)
-    obj = build_objective(cfg, setting, data, seed)
-    tc = train_config(cfg, lr, None, seed)
-    log.info("optimizer run %s/%s %s lr=%g seed=%d on %s: %d parameters, %d training examples", fig, setting, tag,
-             lr, seed, obj.device, obj.dim, obj.n)
-    test = (data["x_test"].to(obj.device, obj.dtype), data["y_test"].to(obj.device))
-    result = train(obj, obj.flatten(), tc, test=test, checkpoint=checkpoint, progress=progress,
-                   desc=f"{tag} lr={lr:g} seed={seed}")
-    hc = cfg["hessian"]
-    hobj = build_objective(cfg, setting, data, seed, n=hc["n_samples"], chunk_size=hc["chunk_size"],
-                           device=obj.device)
+    obj = build_objective(spec, data)
+    tc = train_config(spec)
+    tag, lr, seed = spec.optimizer_tag, spec.lr.value, spec.seed
+    log.info("optimizer run %s/%s %s lr=%g seed=%d on %s: %d parameters, %d training examples", spec.figure,
+             spec.setting, tag, lr, seed, obj.device, obj.dim, obj.n)
+    result = train(obj, obj.flatten(), tc, test=validation_set(data, obj), checkpoint=checkpoint,
+                   sharpness_fn=inloop_sharpness(spec, obj), progress=progress, desc=f"{tag} lr={lr:g} seed={seed}")
+    hc = spec.hessian
+    hobj = build_objective(spec, data, n=hc["n_samples"], chunk_size=hc["chunk_size"], device=obj.device)
     adaptive = tc.optimizer in ADAPTIVE
     threshold = stability_threshold(tc.optimizer, lr, tc.beta1)
     hsteps, k, eig, res_, iters, pre, pre_res, pre_iters = _measure(hobj, result, hc, threshold if adaptive else None,
                                                                    progress, f"{tag} seed={seed}")
-    record = run_record(cfg, setting, lr, seed, None)
-    record.update(figure=fig, optimizer_tag=tag, hessian=hc)
-    attrs = {"setting": setting, "n_parameters": obj.dim, "optimizer": tc.optimizer, "optimizer_tag": tag,
+    record = spec.record()
+    attrs = {"setting": spec.setting, "n_parameters": obj.dim, "optimizer": tc.optimizer, "optimizer_tag": tag,
              "batch_size": tc.batch_size or obj.n, "stability_threshold": threshold,
              "stability_threshold_of": "precond_sharpness" if adaptive else "sharpness"}
     metrics = metrics_dataset(result, lr, seed, record, extra_attrs=attrs)
@@ -117,7 +107,6 @@ def run_optimizer(cfg: dict, fig: str, setting: str, tag: str, lr: float, seed: 
     cube.attrs.update(provenance("rule optimizer_run"))
     cube.attrs["config"] = json.dumps(record, sort_keys=True, default=str)
     write_netcdf(cube, out_cube)
-    if checkpoint is not None:
-        Path(checkpoint).unlink(missing_ok=True)
+    remove_checkpoint(checkpoint)
     log.info("run %s lr=%g seed=%d: %s after %d epochs", tag, lr, seed, result.status, int(result.steps[-1]))
     return result.status

@@ -1,4 +1,4 @@
-"""1-D slices of the loss landscape along the gradient direction (fig3).
+"""The slices rules (fig3, fig12): 1-D slices of the loss landscape along the gradient direction.
 
 At a gradient-descent step ``θ_t = θ_{t−1} − η ∇L(θ_{t−1})`` both the previous and the current
 parameters lie on the line ``θ_{t−1} + α d`` with the normalised descent direction
@@ -24,13 +24,13 @@ import numpy as np
 import torch
 import xarray as xr
 from torch import Tensor
-from tqdm.auto import tqdm
 
-from .cubes import provenance, write_netcdf
-from .data import load_prepared
-from .files import load_torch
-from .runs import build_objective
-from .spectral import SpectrumTracker
+from ..cubes import provenance, write_netcdf
+from ..data import load_prepared
+from ..files import load_torch
+from ..spectral import SpectrumTracker
+from .run import build_objective, progress_bar
+from .spec import RunSpec
 
 log = logging.getLogger(__name__)
 
@@ -70,12 +70,6 @@ def slice_offsets(step_length: float, points: int = 41, span: float = 1.5) -> np
     return np.linspace(s / 2 - span * s, s / 2 + span * s, int(points))
 
 
-def _bar(iterable, progress, desc, total=None):
-    file = progress if progress not in (True, False) else None
-    return tqdm(iterable, desc=desc, total=total, disable=progress is False, file=file,
-                mininterval=15.0 if file else 1.0)
-
-
 def gradient_slice(objective, theta_prev: Tensor, lr: float, *, points: int = 41, span: float = 1.5,
                    tol: float = 1e-3, max_iter: int = 100, seed: int = 0, progress=False,
                    desc: str = "slice") -> dict:
@@ -111,7 +105,7 @@ def gradient_slice(objective, theta_prev: Tensor, lr: float, *, points: int = 41
     out = {name: np.full(n, np.nan) for name in ("loss", "sharpness", "residual")}
     iters = np.zeros(n, dtype=np.int64)
     marked = {}
-    for a, _, i in _bar(order, progress, desc):
+    for a, _, i in progress_bar(order, progress, desc):
         theta = theta_prev if i == -1 else theta_cur if i == -2 else theta_prev + a * d
         L = float(loss_prev) if i == -1 else float(objective.loss(theta))
         S, r, it = math.nan, math.nan, 0
@@ -189,7 +183,8 @@ def run_slices(cfg: dict, setting: str, data_path, snapshots_path, steps: list[i
         raise ValueError(f"run_slices: steps must be ≥ 1 (the slice starts at t - 1), got {bad}")
     hc = cfg["hessian"]
     points, span = int(fig3cfg.get("points", 41)), float(fig3cfg.get("span", 1.5))
-    obj = build_objective(cfg, setting, load_prepared(data_path), int(seed))
+    spec = RunSpec.from_settings(cfg, setting, float(lr), int(seed))
+    obj = build_objective(spec, load_prepared(data_path))
     device, dtype = obj.device, obj.dtype
     snaps = load_torch(snapshots_path, "run snapshots", map_location=device)
     snap_steps, thetas = [int(t) for t in snaps["steps"].tolist()], snaps["theta"]
@@ -197,7 +192,7 @@ def run_slices(cfg: dict, setting: str, data_path, snapshots_path, steps: list[i
     log.info("fig3 slices of %s (lr=%g, seed=%d) at steps %s: %d points, span %g step lengths, %d parameters",
              setting, lr, seed, steps, points, span, obj.dim)
     slices = []
-    for t, i in zip(_bar(steps, progress, f"fig3 slices {setting}"), idx_prev):
+    for t, i in zip(progress_bar(steps, progress, f"fig3 slices {setting}"), idx_prev):
         theta_prev = thetas[i].to(device, dtype)
         sl = gradient_slice(obj, theta_prev, lr, points=points, span=span, tol=hc["tol"],
                             max_iter=hc["max_iter"], seed=int(seed))
@@ -215,9 +210,7 @@ def run_slices(cfg: dict, setting: str, data_path, snapshots_path, steps: list[i
                  sl["sharpness_cur"], 2 / lr, np.nanmax(np.r_[sl["residual"], sl["residual_prev"], sl["residual_cur"]]),
                  sl["step_mismatch"])
         slices.append(sl)
-    record = {"setting": setting, **cfg["settings"][setting], "lr": float(lr), "seed": int(seed),
-              "train": cfg["train"], "device": cfg["device"]}
-    record["hessian"] = {"tol": hc["tol"], "max_iter": hc["max_iter"]}
+    record = {**spec.base_record(), "hessian": {"tol": hc["tol"], "max_iter": hc["max_iter"]}}
     record[block] = dict(fig3cfg)
     record["steps"] = steps
     ds = slices_dataset(slices, steps, lr, setting, record, made_by=f"rule {block}_slices")
