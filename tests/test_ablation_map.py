@@ -73,7 +73,10 @@ def test_ablation_where_the_clamp_changes_nothing_is_not_holds(tmp_path):
     assert c.verdict == "fails" and c.value == pytest.approx(-0.05 - 0.001 * 2.5)
 
 
-def test_ablation_counts_a_diverged_plain_run_at_chance_and_drops_it_from_sharpness():
+def test_ablation_counts_a_diverged_plain_run_at_chance_and_as_not_flat():
+    """A diverged plain run counts at chance accuracy, and as not flat: its S_final is +inf, so its seed
+    counts against "plain ends flatter" (the old code dropped the pair, which favoured the claim); the
+    rotation, which a diverged run has none of, leaves the pair out."""
     plain = summary(acc=lambda r, s: 0.9, status=lambda r, s: "diverged" if r == 2.8 else "converged",
                     sharp=lambda r, s: 1.0)
     clamped = summary(acc=lambda r, s: 0.8, sharp=lambda r, s: 2.0)
@@ -81,18 +84,19 @@ def test_ablation_counts_a_diverged_plain_run_at_chance_and_drops_it_from_sharpn
     acc = paired_claim("ablation.accuracy", pairs)
     assert acc.value == pytest.approx(np.mean([0.1, 0.1, 0.1 - 0.8]))  # 3 pairs a seed: 0.1, 0.1, -0.7
     sharp = paired_claim("ablation.flatter", pairs)
-    assert sharp.value == pytest.approx(-1.0) and "seed 0: 2" in sharp.note
+    assert sharp.values == [np.inf] * 3 and sharp.kind == "median" and "seed 0: 3" in sharp.note
+    rot = paired_claim("ablation.rotation", pairs)
+    assert "seed 0: 2" in rot.note and "left out" in rot.note
 
 
 def test_a_seed_with_one_pair_counts():
     """Fixed (issue 23): a seed with a single pair above its limit without a diverged run was left out of
-    "plain ends flatter" and "plain rotates more" (2 pairs a seed were needed), so one diverged run decided
-    whether the claim had 2 or 3 seeds. The registry's min_pairs is 1: every seed with a pair counts."""
+    "plain rotates more" (2 pairs a seed were needed), so one diverged run decided whether the claim had
+    2 or 3 seeds. The registry's min_pairs is 1: every seed with a pair counts."""
     plain = summary(seeds=SIX, status=lambda r, s: "diverged" if s == 1 and r > 1.5 else "converged",
-                    sharp=lambda r, s: 1.0)
-    pairs = pair_runs(plain, summary(seeds=SIX, sharp=lambda r, s: 2.0))
-    sharp = paired_claim("ablation.flatter", pairs)
-    assert "seed 1: 1" in sharp.note and sharp.evidence == {"seeds": 6} and sharp.verdict == "holds"
+                    rot=lambda r, s: 0.5)
+    rot = paired_claim("ablation.rotation", pair_runs(plain, summary(seeds=SIX, rot=lambda r, s: 0.2)))
+    assert "seed 1: 1" in rot.note and rot.evidence == {"seeds": 6} and rot.verdict == "holds"
 
 
 def test_twins_with_another_eta0_are_an_error():

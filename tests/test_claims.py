@@ -314,3 +314,31 @@ def test_blocks_over_ten_runs_are_sampled_not_refused():
     exactish = P.rank_test([-0.6, -0.7], [4, 10])
     assert abs(mixed["p_below"][0] - exactish["p_below"][0]) < 0.02
     assert decide([-0.9, -0.8, -0.85], "<", 0, kind="rank", sizes=[13, 13, 13]).verdict == "holds"
+
+
+def test_heavy_ties_keep_the_rank_test_at_its_level():
+    """Blocks of 9 runs whose outcome takes two values (5 and 4 tied, as fig8's diverged runs at chance
+    make them): with midranks and the untied null the test ran over its level; with the ties broken in
+    a random order (procedures.block_spearman) it is exact."""
+    rng = np.random.default_rng(11)
+    trials, hits = 4000, 0
+    r = np.empty((trials, 3))
+    for t in range(trials):
+        for b in range(3):
+            y = rng.permutation([0.0] * 5 + [1.0] * 4)
+            r[t, b] = P.block_spearman(np.arange(9), y, seed=t * 3 + b)[0]
+    hits = (P.rank_test(r, [9, 9, 9])["p_above"] <= ALPHA).mean()
+    assert hits <= ALPHA + 3 * math.sqrt(ALPHA * (1 - ALPHA) / trials)
+
+
+def test_a_family_needs_its_seeds_at_the_corrected_level():
+    """"some c" holds only at 2.5 %/3: the seeds it asks for are counted at that level, more than one c
+    named beforehand would need at 2.5 %."""
+    from eosflow.claims import family_claim
+
+    vals = [0.02, 0.03, 0.01, 0.025, 0.015, 0.02]
+    one = decide(vals[:5], ">", 0, kind="paired")
+    fam = family_claim("clipped.some_c", {"0.1": vals[:5], "1": [0.0] * 5, "10": [0.0] * 5}, fmt={"arm": "A"})
+    assert one.verdict == fam.verdict == "undetermined"
+    assert fam.needed is not None and fam.needed > one.needed and "2.5 %/3" in fam.needed_note
+    assert fam.p_holds == pytest.approx(min(1.0, 3 * one.p_holds))

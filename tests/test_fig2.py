@@ -201,3 +201,21 @@ def test_fig2_eta_is_given_exactly_once():
         validate_config({**base, "fig2": {"setting": "s", "lr": 0.14}})
     with pytest.raises(ConfigError, match="config key fig2: no learning rate; set fig2.lr"):
         validate_config({**base, "fig2": {"setting": "s", "lr_relative": None}})
+
+
+def test_rotation_has_no_bias_when_the_eigenspace_only_jitters():
+    """The onset's eigenspace is similar to itself by construction (1, the largest value): counting the
+    onset made Spearman(epoch, similarity) negative with no steady rotation at all (at most 1 - 6/(m + 1)
+    for m epochs after it). Over the epochs after the onset, random eigenspaces give no sign."""
+    from eosflow.figures.fig2 import spike_rotation
+    from eosflow.similarity import spearman, subspace_similarity
+
+    rng = np.random.default_rng(4)
+    new, old = [], []
+    for _ in range(300):
+        vecs = {t: np.linalg.qr(rng.standard_normal((20, 2)))[0].T for t in range(10, 19)}
+        spike = {"onset": 10, "peak": 18}
+        new.append(spike_rotation(vecs, spike))
+        sims = [subspace_similarity(vecs[t], vecs[10]) for t in range(10, 19)]
+        old.append(spearman(list(range(10, 19)), sims))
+    assert abs(np.mean(new)) < 0.06 and np.mean(old) < -0.15

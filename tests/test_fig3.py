@@ -155,3 +155,12 @@ def test_nothing_to_slice_names_the_keys():
     assert msg.startswith("eosflow: fig3 has nothing to slice") and "seed 1: fewer than 2 chosen" in msg
     for key in ("fig2.lr_relative", "fig2.train.max_epochs", "fig2.min_rise"):
         assert key in msg
+
+
+def test_a_spike_that_blew_up_counts_against_both_claims(tmp_path):
+    """S at the last snapshot's current point +inf (the run blew up in the spike): before, the seed
+    dropped out of both claims, which favoured them; now it counts against both (+inf)."""
+    blown = synthetic([25.0, 18.0, 12.0])
+    blown["sharpness_cur"][2] = np.inf
+    claims = fig3_claims({0: blown, 1: synthetic([20.0, 10.0], seed=1)})
+    assert all(c.evidence == {"seeds": 2} and c.values[0] == np.inf for c in claims)

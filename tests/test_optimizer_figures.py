@@ -79,7 +79,8 @@ def test_sgd_flattening_every_batch_fails_only_past_holm(tmp_path):
     claims, _ = make_sgd(tmp_path, *sgd_runs(False, seeds=tuple(range(8))))
     assert [c.verdict for c in claims] == ["fails", "holds"]
     assert claims[0].family["deciding"] == "10" and claims[0].value == pytest.approx(
-        np.mean([np.log((90 + s) / (50 + s)) for s in range(8)]))
+        np.median([np.log((90 + s) / (50 + s)) for s in range(8)]))
+    assert claims[0].p_fails == pytest.approx(3 * 2 ** -8)  # the family's p: Holm over the three B
 
 
 def test_sgd_flattening_three_seeds_undetermined(tmp_path):
@@ -94,28 +95,32 @@ def test_sgd_flattening_three_seeds_undetermined(tmp_path):
 
 
 def test_sgd_flattening_one_seed_and_divergence(tmp_path):
+    """A diverged large-eta run is not flat: its S_final is +inf, so its seed counts against both
+    claims (the old code dropped the seed, which favoured them)."""
     rows, cubes = sgd_runs(True, seeds=(0,))
     cubes[1] = cube([5.0, 1e9, np.nan], status="diverged")  # B=1000, large eta, seed 0
     claims, data = make_sgd(tmp_path, rows, cubes)
     assert [c.verdict for c in claims] == ["undetermined"] * 2
-    assert claims[1].value is None and claims[1].evidence == {"seeds": 0}  # a diverged run is not "flat"
-    assert claims[0].family["options"]["1000"]["n"] == 0 and "seeds 0 < 3" in claims[0].reason
-    assert "B=1000: seeds [0] not counted" in claims[0].note
-    assert data["per_batch_size"]["1000"]["seeds"] == []
+    assert claims[1].values == [-np.inf] and claims[1].evidence == {"seeds": 1}  # log(S_ss / inf)
+    assert claims[0].family["options"]["1000"]["n"] == 1 and "seeds 1 < 3" in claims[0].reason
+    assert data["per_batch_size"]["1000"]["log_ratios"] == [None]  # +inf, written as null in the record
+    assert data["per_batch_size"]["1000"]["seeds"] == [0]
 
 
 EIGHT = tuple(range(8))  # a family "some c" over three c needs 7+ seeds to hold: 2^-7 <= 2.5 % / 3
 
 
-def test_sgd_flattening_counts_every_seed_its_statistic_is_defined_for(tmp_path):
-    """A diverged full-batch run at the small eta (S_fs, seed 0): (a) loses seed 0 at B = 1000 only,
-    and (b), log(S_ss / S_fl), keeps all six seeds (S_fs is not in its statistic)."""
+def test_sgd_flattening_counts_every_seed(tmp_path):
+    """A diverged full-batch run at the small eta (S_fs, seed 0): its S_final is +inf, so at B = 1000
+    seed 0's log ratio is -inf (the large eta ends flatter than a blown-up run) and every seed still
+    counts there; (b), log(S_ss / S_fl), keeps all six seeds (S_fs is not in its statistic)."""
     rows, cubes = sgd_runs(True)
     assert (rows[0]["batch_size"], rows[0]["eta"], rows[0]["seed"]) == (1000, "small", 0)
     cubes[0] = cube([5.0, 1e9, np.nan], status="diverged")
     claims, data = make_sgd(tmp_path, rows, cubes)
-    assert data["per_batch_size"]["1000"]["seeds"] == [1, 2, 3, 4, 5]
-    assert data["per_batch_size"]["10"]["seeds"] == list(SIX) and "B=1000: seeds [0] not counted" in claims[0].note
+    assert data["per_batch_size"]["1000"]["seeds"] == list(SIX)
+    assert data["per_batch_size"]["1000"]["log_ratios"][0] is None  # -inf, written as null in the record
+    assert claims[0].family["options"]["1000"]["n"] == 6
     assert claims[1].evidence == {"seeds": 6} and claims[1].verdict == "holds"
 
 
@@ -154,7 +159,7 @@ def test_clipped_ada_claims(tmp_path, delta, crossing, seeds, verdicts):
     assert claims[0].name.startswith("Adam: ") and claims[0].family["rule"] == "some"
     if verdicts[0] == "holds":  # c = 0.1 holds at 2^-8 <= 2.5 % / 3 (Holm over three c)
         assert claims[0].family["deciding"] == "0.1" and claims[0].value == pytest.approx(0.02)
-        assert claims[0].p_holds == pytest.approx(2 ** -8)
+        assert claims[0].p_holds == pytest.approx(3 * 2 ** -8)  # the family's: Holm over the three c
         assert data["per_clip"]["adam"]["1"]["verdict"] == "undetermined"  # c = 1: no difference
         assert claims[1].values == pytest.approx([min(1 + s / 100, 0.5 - s / 100) for s in seeds])
     else:
@@ -211,7 +216,8 @@ def test_clipped_ada_best_c_is_not_chosen_after_the_data(tmp_path):
     claims, data = make_ada(tmp_path, *ada_runs({0.1: d01, 1.0: d1, 10.0: d10}, True, EIGHT, base))
     a = claims[0]
     assert a.verdict == "undetermined" and a.family["deciding"] == "0.1"
-    assert a.p_holds == pytest.approx(3 / 256) and "Holm" in a.reason
+    assert a.p_holds == pytest.approx(3 * 3 / 256) and "Holm" in a.reason  # the family's p: 3 x 3/256
+    assert a.family["options"]["0.1"]["p_holds"] == pytest.approx(3 / 256)
     assert data["per_clip"]["adam"]["0.1"]["verdict"] == "holds"  # alone; not the family's verdict
 
 
@@ -221,7 +227,7 @@ def test_clipped_ada_family_false_holds_rate(monkeypatch):
     holds at most 2.5 % + 3 Monte-Carlo standard errors; deciding on the best c alone (the old
     selection, here with the exact test) exceeds it. (``needed``, which no verdict depends on, is
     not computed: it is most of decide's time.)"""
-    monkeypatch.setattr(sys.modules[decide.__module__], "_needed", lambda *a: (None, ""))
+    monkeypatch.setattr(sys.modules[decide.__module__], "needed_for", lambda *a, **k: (None, ""))
     rng = np.random.default_rng(23)
     trials, seeds, clips = 2000, 8, 3
     acc = np.where(rng.random((trials, clips + 1, seeds)) < 0.1, 0.1,
@@ -275,10 +281,11 @@ def test_opt_tags_round_trip():
 def test_default_grids_and_run_config():
     cfg = load_config("config/config.yaml")
     sgd = sgd_flattening_runs(cfg)
-    assert len(sgd) == 3 * 2 * 3 and {r["opt"] for r in sgd} == {"gd", "sgd_b200", "sgd_b50"}
+    n_sgd, n_ada = len(cfg["sgd_flattening"]["seeds"]), len(cfg["clipped_ada"]["seeds"])
+    assert len(sgd) == 3 * 2 * n_sgd and {r["opt"] for r in sgd} == {"gd", "sgd_b200", "sgd_b50"}
     assert {r["lr"] for r in sgd if r["batch_size"] == 50} == {0.00195312, 0.0195312}  # 0.02 and 0.2 x 50/512
     ada = clipped_ada_runs(cfg)
-    assert len(ada) == 2 * 4 * 3 and {r["opt"] for r in ada if r["arm"] == "rmsprop"} == {
+    assert len(ada) == 2 * 4 * n_ada and {r["opt"] for r in ada if r["arm"] == "rmsprop"} == {
         "adam_m0_b64", "clipped_rmsprop_c0.1_b64", "clipped_rmsprop_c1_b64", "clipped_rmsprop_c10_b64"}
     run = optimizer_run_config(cfg, "clipped_ada", "fmnist_mlp", "clipped_adam_c0.1_m0.9_b64")
     assert {k: run["train"][k] for k in ("optimizer", "clip", "batch_size", "beta1", "beta2", "acc_goal")} == {

@@ -96,3 +96,15 @@ def test_the_readme_example_of_decide():
     d = decide([0.012, 0.020, -0.003, 0.015, 0.031, 0.008], ">", 0, kind="paired")
     assert (d.verdict, d.interval, d.p_holds) == ("undetermined", (-0.003, 0.031), 0.03125)
     assert "d = decide([0.012, 0.020, -0.003, 0.015, 0.031, 0.008], \">\", 0, kind=\"paired\")" in README.read_text()
+
+
+def test_robustness_rows_accept_only_changes_that_more_seeds_would_settle():
+    def snap(verdict, needed, seeds=3):
+        return {"figures": {"fig4": {"claims": [{"id": "x.y", "name": "n", "verdict": verdict, "needed": needed,
+                                                 "evidence": {"seeds": seeds}}]}}}
+    from eosflow.results import verdict_changes
+    assert verdict_changes(snap("holds", None), snap("holds", None))[0]["acceptable"]
+    assert not verdict_changes(snap("holds", None), snap("fails", None))[0]["acceptable"]
+    assert verdict_changes(snap("holds", None), snap("undetermined", 6))[0]["acceptable"]  # 6 > 3 seeds had
+    assert not verdict_changes(snap("holds", None), snap("undetermined", 3))[0]["acceptable"]
+    assert verdict_changes(snap("holds", None), {"figures": {}})[0]["b"] == "missing"

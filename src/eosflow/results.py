@@ -117,7 +117,8 @@ def calibration(trials: int, out: Path = CALIBRATION) -> dict:
     from .claims.procedures import ALPHA
 
     data = {"alpha": ALPHA, "trials": trials, "nulls": list(cal.NULLS), "block": cal.BLOCK,
-            "rows": cal.calibration_table(trials), "power": cal.power_table()}
+            "rows": cal.calibration_table(trials), "power": cal.power_table(),
+            "old_rules": cal.old_rules_table()}
     write_json(data, out)
     return data
 
@@ -198,10 +199,17 @@ def render_calibration(root: Path) -> str:
                 cells.append(f"{100 * r['>']:.2f} / {100 * r['<']:.2f}{flag}")
             rows.append([kind, null, *cells])
     limit = next(iter(d["rows"]))["limit"]
+    old = d.get("old_rules", [])
+    boot = ", ".join(f"{100 * r['rate']:.1f} % at {r['seeds']}" for r in old if r["rule"] == "bootstrap")
+    best = next((r for r in old if r["rule"] == "best_of_3"), None)
+    before = (f"\nThe rules these replaced, under the normal null (claim above the bound): the percentile "
+              f"bootstrap interval over seeds held {boot} seeds" + (
+                  f"; the best of three options with no effect, chosen after the data, {100 * best['rate']:.1f} % "
+                  f"at 3 seeds" if best else "") + ".\n") if old else ""
     return (f"False-`holds` rate in % (claim above the bound / claim below it), {d['trials']:,} trials per "
             f"cell; nominal {100 * d['alpha']:.1f} %, limit {100 * limit:.2f} % (+3 Monte-Carlo standard "
             f"errors); rank blocks of {d['block']} runs (`docs/results/calibration.json`).\n\n"
-            + _table(["kind", "null", *[f"{n} seeds" for n in seeds]], rows))
+            + _table(["kind", "null", *[f"{n} seeds" for n in seeds]], rows) + before)
 
 
 def render_power(root: Path) -> str:
@@ -257,23 +265,22 @@ PERTURBED = Path("docs/results/perturbed.json")
 
 
 def verdict_changes(a: dict, b: dict) -> list[dict]:
-    """The claims of snapshot ``a`` and ``b`` matched by figure and name, with both verdicts and whether
-    a change is acceptable: never between holds and fails; to or from undetermined only for a claim
-    whose ``needed`` (where undetermined) exceeds the seeds it had."""
+    """The claims of snapshot ``a`` matched in ``b`` by figure, id and name, with both verdicts and
+    whether a change is acceptable: never between holds and fails; to or from undetermined only for a
+    claim whose ``needed`` (where undetermined) exceeds the seeds it had. A claim missing from ``b``
+    is a row with verdict ``missing`` (never acceptable)."""
     rows = []
     for fig, d in a["figures"].items():
-        other = {c["name"]: c for c in b["figures"].get(fig, {}).get("claims", [])}
+        other = {(c.get("id"), c["name"]): c for c in b["figures"].get(fig, {}).get("claims", [])}
         for c in d["claims"]:
-            o = other.get(c["name"])
-            if o is None:
-                continue
+            o = other.get((c.get("id"), c["name"]), {"verdict": "missing", "needed": None, "evidence": {}})
             flip = {c["verdict"], o["verdict"]} == {"holds", "fails"}
             und = [x for x in (c, o) if x["verdict"] == "undetermined"]
-            seeds = max(len(x.get("values") or []) for x in (c, o))
-            ok = c["verdict"] == o["verdict"] or (not flip and all(
+            seeds = max((x.get("evidence") or {}).get("seeds", 0) for x in (c, o))
+            ok = c["verdict"] == o["verdict"] or (not flip and o["verdict"] != "missing" and all(
                 x.get("needed") is None or x["needed"] > seeds for x in und))
             rows.append({"figure": fig, "name": c["name"], "a": c["verdict"], "b": o["verdict"], "flip": flip,
-                         "acceptable": ok, "needed": [x.get("needed") for x in und]})
+                         "acceptable": ok, "needed": [x.get("needed") for x in und], "seeds": seeds})
     return rows
 
 

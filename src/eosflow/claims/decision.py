@@ -88,15 +88,15 @@ def _finite_or_none(x) -> float | None:
     return float(x) if x is not None and math.isfinite(float(x)) else None
 
 
-def _test(kind: str, v: np.ndarray, bound: float, sizes) -> dict:
+def _test(kind: str, v: np.ndarray, bound: float, sizes, alpha: float) -> dict:
     if kind in ("mean", "paired"):
-        return P.signflip(v, bound)
+        return P.signflip(v, bound, alpha)
     if kind == "median":
-        return P.sign_test(v, bound)
+        return P.sign_test(v, bound, alpha)
     if kind == "rank":
         if bound != 0:
             raise ValueError("a rank claim tests correlations against 0 (its null); bound must be 0")
-        return P.rank_test(v, sizes)
+        return P.rank_test(v, sizes, alpha)
     raise ValueError(f"unknown kind {kind!r}; allowed: {list(P.KINDS)}")
 
 
@@ -112,15 +112,12 @@ def _effect(kind: str, v: np.ndarray, bound: float, sizes) -> tuple[float, dict]
     if kind == "median":
         up, down = int((v > bound).sum()), int((v < bound).sum())
         return (max(up, down) + 0.5) / (v.size + 1.0), {}  # shrunk toward 1/2: 3 of 3 is not certainty
-    sizes = list(sizes)
-    per_seed = 1
     spread = float(v.std(ddof=1)) if v.size > 1 else None
-    return abs(float(v.mean())), {"block_size": int(round(np.mean(sizes))), "blocks_per_seed": per_seed,
-                                  "spread": spread}
+    return abs(float(v.mean())), {"block_size": int(round(np.mean(list(sizes)))), "spread": spread}
 
 
 def decide(values, op: str, bound: float, kind: str = "median", *, sizes=None, minimum: int = 1,
-           seeds: int | None = None) -> Decision:
+           seeds: int | None = None, alpha: float = P.ALPHA) -> Decision:
     """Decide ``statistic(values) <op> bound`` from per-seed values (NaN/None dropped).
 
     ``kind``: ``mean``, ``paired``, ``median``, ``rank`` or ``exact`` (:mod:`eosflow.claims.procedures`
@@ -129,7 +126,8 @@ def decide(values, op: str, bound: float, kind: str = "median", *, sizes=None, m
     differences, not of a skewed statistic). ``sizes``: for ``rank``, each block's number of runs (``values`` are then per-block
     Spearman correlations). ``minimum``: the fewest values a verdict needs (short of it:
     ``undetermined``, ``needed`` = minimum). ``seeds``: how many seeds the values come from when it is
-    not one value per seed (``rank`` with several blocks per seed; ``needed`` counts seeds)."""
+    not one value per seed (``rank`` with several blocks per seed; ``needed`` counts seeds). ``alpha``:
+    the one-sided level of each verdict (a family's options are decided at a corrected level)."""
     P.success_side(op)
     if kind not in P.KINDS:
         raise ValueError(f"unknown kind {kind!r}; allowed: {list(P.KINDS)}")
@@ -140,7 +138,7 @@ def decide(values, op: str, bound: float, kind: str = "median", *, sizes=None, m
         keep = [i for i, x in enumerate(raw) if x is not None and math.isfinite(float(x))]
         v, sizes = np.array([float(raw[i]) for i in keep]), [int(sizes[i]) for i in keep]
     else:
-        v = _clean(raw, keep_infinite=kind == "median")
+        v = _clean(raw, keep_infinite=kind in ("median", "exact"))
     n = int(v.size)
     base = dict(kind=kind, op=op, bound=float(bound), n=n, interval_kind=INTERVAL_KIND[kind],
                 procedure=PROCEDURE[kind], values=tuple(float(x) for x in v))
@@ -154,7 +152,7 @@ def decide(values, op: str, bound: float, kind: str = "median", *, sizes=None, m
     if n < max(minimum, 1):
         return Decision("undetermined", value, None, max(minimum, 1), needed_note=f"at least {minimum} seeds",
                         reason=f"too little evidence: {n} values < {minimum}", **base)
-    t = _test(kind, v, float(bound), sizes)
+    t = _test(kind, v, float(bound), sizes, alpha)
     up = P.success_side(op) > 0
     p_holds = float((t["p_above"] if up else t["p_below"])[0])
     p_fails = float((t["p_below"] if up else t["p_above"])[0])
@@ -163,25 +161,35 @@ def decide(values, op: str, bound: float, kind: str = "median", *, sizes=None, m
     lo, hi = float(t["lo"][0]), float(t["hi"][0])
     interval = (lo, hi) if math.isfinite(lo) and math.isfinite(hi) else None
     base.update(p_holds=p_holds, p_fails=p_fails)
-    if p_holds <= P.ALPHA:
+    if p_holds <= alpha:
         return Decision("holds", value, interval, None, **base)
-    if p_fails <= P.ALPHA:
+    if p_fails <= alpha:
         return Decision("fails", value, interval, None, **base)
-    needed, note = _needed(kind, v, float(bound), sizes, seeds or n)
-    reason = (f"{n} seeds cannot reach a one-sided {P.ALPHA:g} with the {kind} test (smallest p = 2^-{n})"
-              if n < P.min_deciding_seeds(kind) else
+    needed, note = needed_for(kind, v, float(bound), sizes, seeds or n, alpha)
+    reason = (f"{n} seeds cannot reach a one-sided {alpha:.3g} with the {kind} test (smallest p = 2^-{n})"
+              if n < P.min_deciding_seeds(kind, alpha) else
               f"p = {min(p_holds, p_fails):.3g} toward {'holds' if p_holds < p_fails else 'fails'}, "
-              f"above {P.ALPHA:g}")
+              f"above {alpha:.3g}")
     return Decision("undetermined", value, interval, needed, reason=reason, needed_note=note, **base)
 
 
-def _needed(kind: str, v: np.ndarray, bound: float, sizes, have_seeds: int) -> tuple[int | None, str]:
+def needed_for(kind: str, v: np.ndarray, bound: float, sizes, have_seeds: int,
+               alpha: float = P.ALPHA) -> tuple[int | None, str]:
+    """(seeds, why): the seeds at which ``kind`` would decide values like ``v`` at level ``alpha`` with
+    80 % power (:func:`procedures.needed_seeds`), or None with the reason."""
+    v = np.asarray(v, dtype=np.float64)
+    if kind == "median":
+        v = v[~np.isnan(v)]
+    else:
+        v = v[np.isfinite(v)]
+    if v.size == 0:
+        return None, "no value"
     effect, kw = _effect(kind, v, bound, sizes)
     if kind == "rank" and v.size != have_seeds:
         kw["blocks_per_seed"] = max(1, round(v.size / have_seeds))
     if kind in ("mean", "paired") and not math.isfinite(effect) and v.size < 2:
         return None, "one value: its spread is unknown"
-    n = P.needed_seeds(kind, effect, have_seeds, **kw)
+    n = P.needed_seeds(kind, effect, have_seeds, alpha=alpha, **kw)
     if n is None:
         return None, f"more seeds do not help: the observed effect is nil at this spread (> {P.MAX_SEEDS} seeds)"
     return n, f"{n} seeds decide it with {P.POWER:.0%} power at the observed effect and spread"

@@ -3,7 +3,8 @@
 
 One procedure per kind of statistic (the README's "How a claim is decided" says why each):
 
-- ``mean`` and ``paired`` -- the **exact sign-flip test** of the mean of per-seed values against the
+- ``mean`` and ``paired`` -- the **exact sign-flip test** (up to 16 seeds; beyond, over a fixed sample
+  of 65,536 sign patterns) of the mean of per-seed values against the
   bound: under the null the values are symmetric about the bound, so every sign pattern of the
   deviations is equally likely. ``paired`` is the same test on per-seed differences of paired runs,
   where the symmetry follows from the exchangeability of the two members of a pair. Its interval
@@ -18,8 +19,10 @@ One procedure per kind of statistic (the README's "How a claim is decided" says 
   the outcome is exchangeable across the runs of each block, so each block's correlation follows
   the exact permutation distribution of Spearman's coefficient for its number of runs, and the
   blocks are independent. Its ``interval`` is the null's central 95 % band (the statistic must leave
-  it to decide), not a confidence interval. Blocks over 10 runs make it a Monte-Carlo permutation test
-  (200,000 draws).
+  it to decide), not a confidence interval. Blocks over 9 runs (or a mix of sizes whose exact null
+  is too large to convolve) make it a Monte-Carlo permutation test (200,000 draws). A block's
+  correlation is computed with its ties broken in a fixed random order (:func:`block_spearman`), so
+  that the untied null is exact for it.
 - ``exact`` -- a deterministic quantity (the toy model's closed form): its one value decides.
 
 numpy and scipy only (no torch).
@@ -33,8 +36,9 @@ import math
 
 import numpy as np
 from scipy import stats
+from scipy.signal import fftconvolve
 
-__all__ = ["ALPHA", "POWER", "MAX_SEEDS", "KINDS", "OPS", "success_side", "signflip", "sign_test", "sign_test_op", "spearman_null",
+__all__ = ["ALPHA", "POWER", "MAX_SEEDS", "KINDS", "OPS", "success_side", "signflip", "sign_test", "sign_test_op", "block_spearman", "spearman_null",
            "rank_test", "power", "smallest_effect", "needed_seeds", "min_deciding_seeds"]
 
 #: One-sided level of every procedure: ``holds`` (and ``fails``) each at most 2.5 % under the null.
@@ -127,6 +131,26 @@ def sign_test_op(x, op: str, bound: float) -> tuple[float, float]:
 
 
 # --------------------------------------------------------------------------- stratified rank test
+def block_spearman(x, y, seed: int = 0) -> tuple[float, int]:
+    """(Spearman's rho, points) of one block of a rank claim over the pairs where both are finite, with
+    ties broken in a random order drawn from ``seed`` (a fixed number per block, never the data): the
+    ranks are then a permutation, whose null distribution is exactly :func:`spearman_null`'s. NaN below
+    2 points, or when either sample is constant."""
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    keep = np.isfinite(x) & np.isfinite(y)
+    x, y = x[keep], y[keep]
+    n = int(x.size)
+    if n < 2 or np.all(x == x[0]) or np.all(y == y[0]):
+        return math.nan, n
+    rng = np.random.default_rng([20261205, int(seed)])
+    rx = np.empty(n)
+    ry = np.empty(n)
+    rx[np.lexsort((rng.random(n), x))] = np.arange(n)
+    ry[np.lexsort((rng.random(n), y))] = np.arange(n)
+    return float(1.0 - 6.0 * ((rx - ry) ** 2).sum() / (n * (n * n - 1))), n
+
+
+
 @functools.lru_cache(maxsize=16)
 def spearman_null(m: int) -> tuple[np.ndarray, np.ndarray]:
     """(D values, probabilities): the exact null distribution of ``D = sum (rank difference)^2`` of
@@ -162,7 +186,7 @@ def _sum_null(sizes: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
         steps = d * (lcm // qi)  # (1 - rho) * lcm, an integer
         block = np.zeros(int(steps.max()) + 1)
         np.add.at(block, steps, p)
-        pmf = np.convolve(pmf, block)
+        pmf = np.clip(fftconvolve(pmf, block), 0.0, None) if pmf.size * block.size > 1 << 16 else np.convolve(pmf, block)
     keep = pmf > 0
     values = len(sizes) - np.flatnonzero(keep) / lcm  # sum of rho = blocks - sum (1 - rho)
     return values[::-1], pmf[keep][::-1]
@@ -177,7 +201,8 @@ def rank_test(r, sizes, alpha: float = ALPHA) -> dict:
     sizes = tuple(int(m) for m in sizes)
     if r.shape[1] != len(sizes):
         raise ValueError(f"{r.shape[1]} correlations but {len(sizes)} block sizes")
-    if max(sizes) > EXACT_BLOCK:
+    sizes = tuple(sorted(sizes))  # the null of a mean over independent blocks does not depend on their order
+    if max(sizes) > EXACT_BLOCK or math.lcm(*[m * (m * m - 1) // 6 for m in sizes]) * len(sizes) > 1 << 20:
         return _rank_test_sampled(r, sizes, alpha)
     values, probs = _sum_null(sizes)
     means = values / len(sizes)
@@ -199,7 +224,7 @@ def rank_test(r, sizes, alpha: float = ALPHA) -> dict:
 
 #: Blocks of up to this many runs have their exact null enumerated; a larger block makes the test
 #: a Monte-Carlo permutation test (:func:`_rank_test_sampled`).
-EXACT_BLOCK = 10
+EXACT_BLOCK = 9
 
 
 @functools.lru_cache(maxsize=16)
@@ -231,14 +256,14 @@ def _rank_test_sampled(r: np.ndarray, sizes: tuple[int, ...], alpha: float) -> d
 
 # --------------------------------------------------------------------------- power and seeds needed
 def min_deciding_seeds(kind: str, alpha: float = ALPHA) -> int:
-    """The fewest seeds with which ``kind`` can decide at all (6 for the sign-flip and sign tests at
-    2.5 %: their smallest p-value is 2^-n; 1 for ``rank`` and ``exact``)."""
+    """The fewest seeds with which ``kind`` can decide at all: the sign-flip and sign tests' smallest
+    p-value is 2^-n (6 seeds at 2.5 %); a rank claim's depends on its blocks (one block of 4 runs
+    cannot: 1/4! > 2.5 %), so 1 here means "count the blocks"; an exact claim needs its one value."""
     if kind in ("mean", "paired", "median"):
-        return int(math.ceil(math.log2(1.0 / alpha)))
+        return int(math.ceil(math.log2(1.0 / alpha) - 1e-12))
     return 1
 
 
-@functools.lru_cache(maxsize=1024)
 def _sign_crit(n: int, alpha: float) -> int | None:
     """The smallest count c with P(Binomial(n, 1/2) >= c) <= alpha, or None."""
     ok = np.flatnonzero(_binom_tail(n, np.arange(n + 1)) <= alpha + 1e-12)
@@ -318,25 +343,26 @@ def smallest_effect(kind: str, n: int, *, target: float = POWER, **kw) -> float 
     return hi
 
 
-def needed_seeds(kind: str, effect: float, have: int, **kw) -> int | None:
+def needed_seeds(kind: str, effect: float, have: int, alpha: float = ALPHA, **kw) -> int | None:
     """The fewest seeds (more than ``have``) at which :func:`power` reaches :data:`POWER` at the
-    observed ``effect``; None when even :data:`MAX_SEEDS` do not (the effect is nil)."""
+    observed ``effect`` and level ``alpha``; None when even :data:`MAX_SEEDS` do not (the effect is nil)."""
     start = max(have + 1, 2)
-    if kind in ("mean", "paired") and math.isfinite(effect) and MAX_SEEDS > _SIMULATED_UP_TO:
-        # past the simulated range the t approximation, for every seed count at once
-        for n in range(start, _SIMULATED_UP_TO + 1):
-            if power(kind, n, effect, **kw) >= POWER:
-                return n
-        ns = np.arange(max(start, _SIMULATED_UP_TO + 1), MAX_SEEDS + 1)
-        crit = stats.t.ppf(1 - ALPHA, ns - 1)  # the attainable level is alpha itself past 12 seeds
-        ok = np.flatnonzero(stats.nct.sf(crit, ns - 1, effect * np.sqrt(ns)) >= POWER)
-        return int(ns[ok[0]]) if ok.size else None
     if kind == "median":
         ns = np.arange(start, MAX_SEEDS + 1)
-        crit = np.array([_sign_crit(int(n), ALPHA) if _sign_crit(int(n), ALPHA) is not None else n + 1 for n in ns])
+        crit = np.array([c if (c := _sign_crit(int(n), alpha)) is not None else n + 1 for n in ns])
         ok = np.flatnonzero(stats.binom.sf(crit - 1, ns, effect) >= POWER)
         return int(ns[ok[0]]) if ok.size else None
-    for n in range(start, MAX_SEEDS + 1):
-        if power(kind, n, effect, **kw) >= POWER:
+    for n in range(start, min(MAX_SEEDS, _SIMULATED_UP_TO) + 1):
+        if power(kind, n, effect, alpha=alpha, **kw) >= POWER:
+            return n
+    if kind in ("mean", "paired") and math.isfinite(effect):
+        # past the simulated range, the t approximation for every seed count at once (the attainable
+        # level is alpha itself there)
+        ns = np.arange(max(start, _SIMULATED_UP_TO + 1), MAX_SEEDS + 1)
+        crit = stats.t.ppf(1 - alpha, ns - 1)
+        ok = np.flatnonzero(stats.nct.sf(crit, ns - 1, effect * np.sqrt(ns)) >= POWER)
+        return int(ns[ok[0]]) if ok.size else None
+    for n in range(max(start, _SIMULATED_UP_TO + 1), MAX_SEEDS + 1):
+        if power(kind, n, effect, alpha=alpha, **kw) >= POWER:
             return n
     return None

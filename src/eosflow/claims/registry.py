@@ -14,10 +14,11 @@ import json
 from dataclasses import dataclass
 from importlib import resources
 
+import numpy as np
 import yaml
 
-from .decision import FAMILY_RULES, Decision, decide, decide_family
-from .procedures import KINDS, OPS
+from .decision import FAMILY_RULES, Decision, decide, decide_family, needed_for
+from .procedures import ALPHA, KINDS, OPS, min_deciding_seeds
 from .record import Claim
 
 __all__ = ["Registry", "REGISTRY", "load_registry", "claim", "family_claim", "entry"]
@@ -87,9 +88,11 @@ def _record(cid: str, e: dict, d: Decision, fmt: dict, note: str, evidence: dict
         floor = max(e["minimum"].values())
         if d.n == 0:  # no seed gives the statistic a value: more seeds of the same design need not either
             needed, needed_note = None, "no seed gives this statistic a value (see the note): more seeds do not help"
+        elif needed is None and d.needed_note.startswith("more seeds do not help"):
+            pass  # the effect is nil at its spread: still no count of seeds decides it
         else:
-            needed = max(needed or 0, floor)
-            needed_note = needed_note or f"at least {floor} seeds"
+            needed = max(needed or 0, floor, min_deciding_seeds(e["kind"]))
+            needed_note = needed_note or f"at least {needed} seeds"
     return Claim(id=cid, name=e["name"].format(**fmt), statistic=e["statistic"].format(**fmt), value=d.value,
                  threshold=_threshold(e), verdict=verdict, holds=verdict == "holds", kind=e["kind"],
                  procedure=d.procedure, interval=None if d.interval is None else list(d.interval),
@@ -121,43 +124,84 @@ def claim(claim_id: str, values, *, fmt: dict | None = None, note: str = "", evi
 def family_claim(claim_id: str, options: dict, *, fmt: dict | None = None, note: str = "",
                  evidence: dict | None = None, sizes: dict | None = None) -> Claim:
     """A claim over options (``{option label: values}``), each option decided as :func:`claim` would,
-    combined by the registry entry's family rule (:data:`eosflow.claims.decision.FAMILY_RULES`). The
-    claim's value, interval and p-values are the deciding option's; ``family`` records every option."""
+    combined by the registry entry's family rule (:data:`eosflow.claims.decision.FAMILY_RULES`).
+
+    The claim's ``p_holds`` and ``p_fails`` are the family's, corrected where the rule corrects ("some":
+    m × the smallest option p toward holds, capped at 1; "every": m × the smallest toward fails), so
+    each is compared with 2.5 % as it stands; its value is the deciding option's, with the interval at
+    the level that decides it (1 - 2 alpha / m for "some"); ``family`` records every option as decided
+    alone at 2.5 %. ``needed`` counts the seeds at which the options would decide at the corrected level."""
     e = REGISTRY[claim_id]
     if e["family"] is None:
         raise ValueError(f"claim {claim_id} is not a family: use claim")
-    seeds = (evidence or {}).get("seeds")
+    rule, seeds = e["family"]["rule"], (evidence or {}).get("seeds")
     per = {str(k): _decide(e, v, (sizes or {}).get(k), seeds) for k, v in options.items()}
-    verdict, best, why = decide_family(per, e["family"]["rule"])
+    verdict, best, why = decide_family(per, rule)
+    m = max(len(per), 1)
     d = per[best] if best is not None else decide([], e["op"], float(e["bound"]), e["kind"], sizes=[])
+    if best is not None and rule == "some" and m > 1:  # the interval at the level the rule decides at
+        d = decide(options[_key(options, best)], e["op"], float(e["bound"]), e["kind"],
+                   sizes=(sizes or {}).get(_key(options, best)), seeds=seeds, alpha=ALPHA / m)
     if evidence is None:
         evidence = {"seeds": min((x.n for x in per.values()), default=0)}
-    family = {"rule": e["family"]["rule"], "over": e["family"]["over"], "correction": FAMILY_RULES[e["family"]["rule"]],
-              "deciding": best, "why": why,
+    family = {"rule": rule, "over": e["family"]["over"], "correction": FAMILY_RULES[rule], "deciding": best,
+              "why": why,
               "options": {k: {"value": x.value, "verdict": x.verdict, "p_holds": x.p_holds, "p_fails": x.p_fails,
                               "interval": None if x.interval is None else list(x.interval), "n": x.n}
                           for k, x in per.items()}}
     c = _record(claim_id, e, d, fmt or {}, note, evidence, family)
+    c.p_holds, c.p_fails = _family_p(rule, per, m)
     if c.reason.startswith("too little evidence"):
         return c
     c.verdict, c.holds = verdict, verdict == "holds"
     c.reason = "" if verdict != "undetermined" else why + (f"; {d.reason}" if d.reason else "")
-    c.needed, c.needed_note = (None, "") if verdict != "undetermined" else _family_needed(e["family"]["rule"], per)
+    c.needed, c.needed_note = (None, "") if verdict != "undetermined" else _family_needed(
+        e, rule, per, options, sizes or {}, seeds)
     return c
 
 
-def _family_needed(rule: str, per: dict) -> tuple[int | None, str]:
-    """Seeds that would decide an undetermined family: "every" needs its slowest undecided option
-    decided (the largest ``needed``), "some" its quickest (the smallest)."""
+def _key(options: dict, label: str):
+    """The key of ``options`` whose label (``str(key)``) is ``label``."""
+    return next(k for k in options if str(k) == label)
+
+
+def _family_p(rule: str, per: dict, m: int) -> tuple[float | None, float | None]:
+    ph = [d.p_holds for d in per.values() if d.p_holds is not None]
+    pf = [d.p_fails for d in per.values() if d.p_fails is not None]
+    if not ph or not pf:
+        return None, None
+    if rule == "some":
+        return min(1.0, m * min(ph)), max(pf)
+    return max(ph), min(1.0, m * min(pf))
+
+
+def _family_needed(e: dict, rule: str, per: dict, options: dict, sizes: dict, seeds) -> tuple[int | None, str]:
+    """Seeds that would decide an undetermined family. The side the family leans to by a corrected
+    option decides it soonest: "some" holds when one option holds at alpha / m, "every" fails when one
+    fails at alpha / m (the smallest count over the options leaning that way); otherwise every option
+    must go the other way at alpha ("some" fails when all fail, "every" holds when all hold: the
+    largest count, none when an option's effect is nil)."""
+    m = max(len(per), 1)
+    toward = "holds" if rule == "some" else "fails"
+
+    def count(label, alpha):
+        k = _key(options, label)
+        v = np.asarray([np.nan if x is None else x for x in options[k]], dtype=float)
+        return needed_for(e["kind"], v, float(e["bound"]), sizes.get(k), seeds or per[label].n, alpha)[0]
+
     open_ = {k: d for k, d in per.items() if d.verdict == "undetermined"}
-    counts = {k: d.needed for k, d in open_.items() if d.needed is not None}
-    nil = [k for k in open_ if k not in counts]
-    if rule == "every" and nil:
-        return None, f"more seeds do not help: option {nil[0]}'s effect is nil at its spread"
-    if not counts:
-        return None, ("an option decided alone is not decided after Holm's correction over the options: "
-                      "more seeds than now" if not open_ else "more seeds do not help: the undecided options' "
-                      "effects are nil at their spread")
-    pick = max if rule == "every" else min
-    k = pick(counts, key=counts.get)
-    return counts[k], f"{counts[k]} seeds decide option {k} with 80% power at its observed effect and spread"
+    leaning = [k for k, d in open_.items() if (d.p_holds < d.p_fails if toward == "holds" else d.p_fails < d.p_holds)]
+    if leaning:
+        counts = {k: n for k in leaning if (n := count(k, ALPHA / m)) is not None}
+        if counts:
+            k = min(counts, key=counts.get)
+            return counts[k], (f"{counts[k]} seeds decide option {k} at 2.5 %/{m} (the family's correction), "
+                               "which decides the family, with 80% power at its observed effect and spread")
+    rest = [k for k, d in per.items() if d.verdict != ("fails" if toward == "holds" else "holds")]
+    counts = {k: count(k, ALPHA) for k in rest}
+    nil = [k for k, n in counts.items() if n is None]
+    if nil or not counts:
+        return None, f"more seeds do not help: option {nil[0] if nil else '?'}'s effect is nil at its spread"
+    k = max(counts, key=counts.get)
+    return counts[k], (f"{counts[k]} seeds decide every option (the slowest: {k}) with 80% power at its "
+                       "observed effect and spread")

@@ -11,13 +11,15 @@ sign-flip test (none below 6 seeds: then the mean alone); (f) the claims.
 Claims (registry ``ablation.accuracy``, ``ablation.flatter``, ``ablation.rotation``), over the pairs
 with η₀ above the limit (η₀ / η_eos > 1 + ``at_limit``, the plain run's own seed's limit): per seed,
 the mean over its pairs of plain − clamped (a seed counts with at least the registry's
-``min_pairs`` pairs); over seeds, the exact sign-flip test of the mean paired difference:
+``min_pairs`` pairs); over seeds:
 
-- plain GD beats its clamped twin in validation accuracy (> 0; a diverged run counts at chance, as in fig5);
-- plain GD ends flatter (S_final difference < 0);
-- plain GD rotates more (1 − ρ difference > 0).
-
-A pair with a diverged run has no final state: it is left out of the last two.
+- plain GD beats its clamped twin in validation accuracy (> 0; a diverged run counts at chance, as in
+  fig5): the exact sign-flip test of the mean paired difference;
+- plain GD ends flatter (S_final difference < 0; a diverged run's S_final is +inf, a blown-up network
+  not being flat, so the pair counts against the side that diverged and never drops out): the sign
+  test of the median, which an infinite value cannot break;
+- plain GD rotates more (1 − ρ difference > 0; a pair with a diverged run has no final eigenvectors and
+  is left out, which the note counts): the exact sign-flip test.
 """
 
 from __future__ import annotations
@@ -83,20 +85,25 @@ def pair_runs(plain: xr.Dataset, clamped: xr.Dataset) -> list[dict]:
 
 
 def _difference(row: dict, stat: str) -> float:
-    """plain − clamped of one pair; NaN where a diverged run has no final state (S_final, 1 − ρ)."""
-    if stat != "acc" and "diverged" in (row["status_plain"], row["status_clamped"]):
+    """plain − clamped of one pair. S_final: a diverged run's is +inf (a blown-up network is not flat:
+    the pair counts against the flatter side's claim, +inf when plain diverged, -inf when its twin did;
+    NaN when both did). 1 − ρ: NaN where a run diverged (no final eigenvectors: the pair is left out)."""
+    diverged = [row[f"status_{t}"] == "diverged" for t in ("plain", "clamped")]
+    if stat == "sharpness_final" and any(diverged):
+        return math.nan if all(diverged) else (math.inf if diverged[0] else -math.inf)
+    if stat != "acc" and any(diverged):
         return math.nan
     return row[f"{stat}_plain"] - row[f"{stat}_clamped"]
 
 
 def per_seed_differences(pairs: list[dict], stat: str, at_limit: float = AT_LIMIT) -> dict[int, list[float]]:
-    """{seed: finite plain − clamped differences of its pairs above the limit} for every seed of ``pairs``
-    (an empty list for a seed without such a pair)."""
+    """{seed: plain − clamped differences (not NaN) of its pairs above the limit} for every seed of
+    ``pairs`` (an empty list for a seed without such a pair)."""
     out: dict[int, list[float]] = {r["seed"]: [] for r in pairs}
     for r in pairs:
         if r["ratio"] > 1 + at_limit:
             d = _difference(r, stat)
-            if math.isfinite(d):
+            if not math.isnan(d):
                 out[r["seed"]].append(d)
     return out
 
@@ -107,7 +114,8 @@ def paired_claim(claim_id: str, pairs: list[dict], setting: str | None = None) -
     stat = CLAIMS[claim_id]
     min_pairs = int(REGISTRY.param(claim_id, "min_pairs"))
     by_seed = per_seed_differences(pairs, stat, float(REGISTRY.param(claim_id, "at_limit")))
-    means = [float(np.mean(v)) for v in by_seed.values() if len(v) >= min_pairs]
+    with np.errstate(invalid="ignore"):  # +inf and -inf pairs in one seed: no mean (NaN, left out)
+        means = [float(np.mean(v)) for v in by_seed.values() if len(v) >= min_pairs]
     counts = ", ".join(f"seed {s}: {len(v)}" for s, v in sorted(by_seed.items()))
     short = [str(s) for s, v in sorted(by_seed.items()) if len(v) < min_pairs]
     if setting is None:
@@ -115,8 +123,9 @@ def paired_claim(claim_id: str, pairs: list[dict], setting: str | None = None) -
     return claim(claim_id, means, fmt={"setting": setting},
                  note=f"pairs above the limit per seed: {counts or 'none'}"
                       + (f"; seed(s) {', '.join(short)} short of {min_pairs} pair(s): left out" if short else "")
-                      + ("; a diverged run counts at chance" if stat == "acc"
-                         else "; pairs with a diverged run left out"))
+                      + {"acc": "; a diverged run counts at chance",
+                         "sharpness_final": "; a diverged run's S_final counts as +inf (not flat)",
+                         "rotation": "; pairs with a diverged run left out (no final eigenvectors)"}[stat])
 
 
 def ablation_claims(pairs: list[dict], setting: str | None = None) -> list[Claim]:

@@ -6,7 +6,9 @@ S(θ) over training against the 2/η line for several η below and above the sta
 
 Claims (the registry's ``eos.lower``, ``eos.upper`` and ``eos.below_stable``): per seed, the min
 (lower end) or max (upper end, below the limit) of the run values over its runs on that side of its
-own limit (diverged runs left out); the median over seeds against the bound, by the sign test over
+own limit (a diverged run counts as +inf: it left the edge of stability for good, which speaks
+against "at most 1.2" and "stays stable" and never drops out); the median over seeds against the
+bound, by the sign test over
 seeds (:mod:`eosflow.claims`: it cannot decide below 6 seeds). A seed with no run on a side does not
 count for that side's claims.
 """
@@ -49,8 +51,10 @@ def eos_claims(rows: list[dict]) -> list[Claim]:
     def per_seed(side: bool, extreme) -> tuple[list[float], list[int]]:
         out, used = [], []
         for seed in seeds:
-            v = [r["median_ratio_second_half"] for r in rows if r["seed"] == seed and r["above_limit"] is side
-                 and r["status"] != "diverged" and math.isfinite(r["median_ratio_second_half"])]
+            # a diverged run left the edge of stability for good: eta*S/2 = +inf (against "at most")
+            v = [math.inf if r["status"] == "diverged" else r["median_ratio_second_half"] for r in rows
+                 if r["seed"] == seed and r["above_limit"] is side
+                 and (r["status"] == "diverged" or math.isfinite(r["median_ratio_second_half"]))]
             if v:
                 out.append(extreme(v))
                 used.append(seed)
@@ -62,7 +66,7 @@ def eos_claims(rows: list[dict]) -> list[Claim]:
         missing = [s for s in seeds if s not in used]
         note = (f"seeds {used}: {', '.join(f'{v:.3g}' for v in values)}" if values else f"no run {where} eta_eos")
         if missing and values:
-            note += f"; seeds {missing} have no (non-diverged) run {where} their eta_eos"
+            note += f"; seeds {missing} have no run {where} their eta_eos"
         return claim(claim_id, values, note=note)
 
     return [one("eos.lower", True, min), one("eos.upper", True, max), one("eos.below_stable", False, max)]

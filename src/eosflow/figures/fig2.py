@@ -51,12 +51,14 @@ def rotation_curves(vecs: dict[int, np.ndarray], ref: np.ndarray, steps) -> tupl
 
 
 def spike_rotation(vecs: dict[int, np.ndarray], spike: dict) -> float:
-    """Spearman(epoch, top-k subspace similarity to the onset's eigenspace) from the onset to the
-    peak of ``spike`` (a plan's chosen instability); NaN without the onset's vectors or with fewer
-    than 3 epochs."""
+    """Spearman(epoch, top-k subspace similarity to the onset's eigenspace) over the epochs after the
+    onset up to the peak of ``spike`` (a plan's chosen instability); NaN without the onset's vectors or
+    with fewer than 3 such epochs. The onset itself is left out: its similarity to itself is 1, the
+    largest possible, and would make the correlation negative whatever the eigenspace does after it
+    (with m epochs after a fixed maximum, Spearman is at most 1 - 6/(m + 1))."""
     if spike["onset"] not in vecs:
         return math.nan
-    t, _, sub = rotation_curves(vecs, vecs[spike["onset"]], range(spike["onset"], spike["peak"] + 1))
+    t, _, sub = rotation_curves(vecs, vecs[spike["onset"]], range(spike["onset"] + 1, spike["peak"] + 1))
     return spearman(t, sub)
 
 

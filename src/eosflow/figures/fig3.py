@@ -93,22 +93,24 @@ def _by_seed(slices) -> dict[int, xr.Dataset]:
 def slice_values(ds: xr.Dataset) -> dict:
     """One seed's values for the claims, from its slices (snapshots taken in step order): the first
     and last snapshot's steps and ``S_cur``, ``ratio`` = S_cur(last) / S_cur(first) and ``stable``
-    = η S_cur(last) / 2 (None where not finite, with the reason in ``ratio_note``/``stable_note``)."""
+    = η S_cur(last) / 2 (inf where S_cur(last) is +inf: the spike blew up, which counts against both
+    claims; None where a value is NaN, with the reason in ``ratio_note``/``stable_note``)."""
     ds = ds.sortby("step")
     lr = float(ds.attrs["lr"])
     s_cur = ds["sharpness_cur"].values.astype(float)
     steps = ds["step"].values.astype(int)
     first, last = (s_cur[0], s_cur[-1]) if s_cur.size else (math.nan, math.nan)
     ratio, ratio_note = None, ""
+    blown_up = last == math.inf  # the spike blew up: counted against both claims (inf), not left out
     if len(s_cur) < 2:
         ratio_note = "fewer than two snapshots"
-    elif not (math.isfinite(first) and math.isfinite(last)):
+    elif not math.isfinite(first) or not (math.isfinite(last) or blown_up):
         ratio_note = "S at the current point is not finite at the first or last snapshot"
     elif first <= 0:
         ratio_note = f"S at the current point of the first snapshot is {first:g} (not positive)"
     else:
         ratio = float(last / first)
-    stable = float(lr * last / 2) if math.isfinite(last) else None
+    stable = float(lr * last / 2) if math.isfinite(last) or blown_up else None
     return {"lr": lr, "steps": [int(steps[0]), int(steps[-1])] if steps.size else [],
             "sharpness_cur_first": _f(first), "sharpness_cur_last": _f(last), "ratio": ratio, "ratio_note": ratio_note,
             "stable": stable,

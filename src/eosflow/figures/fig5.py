@@ -113,7 +113,9 @@ def seed_table(ds: xr.Dataset) -> list[dict]:
         others = idx[idx != j]
         rows.append({"seed": int(seed), "runs_above": int(up.size), "runs_below": int(down.size), "k": int(k),
                      "gain": float(acc[near_up].max() - acc[near_down].max()) if k else None,
-                     "best_ratio": float(ratio[i]) if math.isfinite(ratio[i]) else None,
+                     # a best run within at_limit of the limit is at the limit (1): on neither side
+                     "best_ratio": (1.0 if abs(ratio[i] - 1) <= AT_LIMIT else float(ratio[i]))
+                     if math.isfinite(ratio[i]) else None,
                      "falloff": float(acc[j] - np.median(acc[others])) if others.size else None})
     return rows
 

@@ -26,30 +26,47 @@ with tied values where 2, gives no correlation and is left out.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import seaborn as sns
 import xarray as xr
 
 from ..claims import Claim, claim, family_claim
+from ..claims.procedures import block_spearman
 from ..similarity import spearman
 from .common import finish, new_figure
 
 
-def s_max_after(cube: xr.Dataset, epoch: int) -> float:
-    """Largest sharpness measured after the switch at ``epoch``, i.e. at steps ``> epoch``: the
-    switch point itself is the large-η phase's last iterate (NaN when none is finite)."""
+def s_max_after(cube: xr.Dataset, epoch: int, window: float = math.inf) -> float:
+    """Largest sharpness measured after the switch at ``epoch`` and at most ``window`` epochs past it,
+    i.e. at steps in ``(epoch, epoch + window]``: the switch point itself is the large-η phase's last
+    iterate (NaN when none is finite)."""
     h, s = cube["hstep"].values, cube["sharpness"].values.astype(float)
-    s = s[(h > epoch) & np.isfinite(s)]
+    s = s[(h > epoch) & (h <= epoch + window) & np.isfinite(s)]
     return float(s.max()) if s.size else float("nan")
 
 
+def common_window(runs: list[dict]) -> float:
+    """The epochs after the switch that every run has (the shortest of last step - e over the runs that
+    did not diverge; all runs if every one did): S_max is taken over as many epochs after every
+    switch, so that a later switch, with fewer epochs left before the fixed end, does not get a lower
+    S_max just because sharpness had less time to rise."""
+    spans = [(int(r["cube"]["step"].values[-1]) - int(r["epoch"]), r["cube"].attrs.get("status")) for r in runs]
+    kept = [w for w, status in spans if status != "diverged"] or [w for w, _ in spans]
+    return float(min(kept)) if kept else math.inf
+
+
 def summarize(runs: list[dict]) -> list[dict]:
-    """Rows ``{lr0, epoch, seed, s_max, status, ...}`` from ``runs`` = ``{lr0, epoch, seed, cube}``."""
+    """Rows ``{lr0, epoch, seed, s_max, status, ...}`` from ``runs`` = ``{lr0, epoch, seed, cube}``;
+    ``s_max`` over the :func:`common_window` after each run's switch."""
+    window = common_window(runs)
     rows = []
     for r in runs:
         c = r["cube"]
         rows.append({"lr0": float(r["lr0"]), "epoch": int(r["epoch"]), "seed": int(r["seed"]),
-                     "s_max": s_max_after(c, int(r["epoch"])), "status": c.attrs["status"],
+                     "s_max": s_max_after(c, int(r["epoch"]), window), "window": window,
+                     "status": c.attrs["status"],
                      # the run's own η₀ (η_small for e = 0; η₀ in absolute terms for a relative grid)
                      "eta0": float(c["lr"]) if "lr" in c.coords else float("nan"),
                      "n_steps": int(c["step"].values[-1]),
@@ -65,18 +82,11 @@ def _mean_by(rows, key_fn):
     return {k: float(np.nanmean(v)) if np.isfinite(v).any() else float("nan") for k, v in out.items()}
 
 
-def block_rho(x, y) -> tuple[float, int]:
-    """(Spearman(x, y), points) over the pairs where both are finite: one block of a rank claim.
-    Two points give +1 or -1 (NaN when tied): the exact permutation null of a block of 2 is ±1 with
-    probability 1/2 each; fewer than 2 points, NaN."""
-    x, y = np.asarray(x, float), np.asarray(y, float)
-    keep = np.isfinite(x) & np.isfinite(y)
-    x, y = x[keep], y[keep]
-    n = int(x.size)
-    if n == 2:
-        d = (x[1] - x[0]) * (y[1] - y[0])
-        return (float(np.sign(d)) if d != 0 else float("nan")), n
-    return (spearman(x, y) if n > 2 else float("nan")), n
+def block_rho(x, y, seed: int = 0) -> tuple[float, int]:
+    """(Spearman(x, y), points) of one block of a rank claim over the pairs where both are finite, ties
+    broken in a random order fixed by ``seed`` (:func:`eosflow.claims.procedures.block_spearman`): two
+    points give +1 or -1, the exact null of a block of 2; fewer than 2, or a constant sample, NaN."""
+    return block_spearman(x, y, seed)
 
 
 def _spearman_per_lr(s_max: dict, lrs: list[float]) -> dict[float, float]:
@@ -100,12 +110,12 @@ def blocks(rows: list[dict]) -> dict[str, list[dict]]:
         for seed in seeds:
             pts = sorted((r["epoch"], r["s_max"]) for r in rows if r["lr0"] == lr and r["seed"] == seed)
             if pts:
-                rho, n = block_rho([p[0] for p in pts], [p[1] for p in pts])
+                rho, n = block_rho([p[0] for p in pts], [p[1] for p in pts], len(phase))
                 phase.append({"eta0": lr, "seed": seed, "rho": rho, "runs": n})
     for seed in seeds:
         for e in sorted({r["epoch"] for r in rows if r["seed"] == seed and r["epoch"] > 0}):
             pts = sorted((r["lr0"], r["s_max"]) for r in rows if r["seed"] == seed and r["epoch"] == e)
-            rho, n = block_rho([p[0] for p in pts], [p[1] for p in pts])
+            rho, n = block_rho([p[0] for p in pts], [p[1] for p in pts], 1000 + len(eta))
             eta.append({"seed": seed, "epoch": e, "rho": rho, "runs": n})
     return {"phase_length": phase, "eta0": eta}
 

@@ -5,15 +5,14 @@ and its effect outweighs minibatch noise").
 A batch-size sweep, each batch size ``B`` at a small and a large η (``η(B) = η·min(1, B/512)``
 below 512, :func:`eosflow.config.optimizers.sgd_flattening_runs`). (a) S(θ) over epochs (seed mean);
 (b) the final S against ``B``. ``S_final`` is the run's last Hessian measurement (its last epoch);
-a diverged run has none (it counts as missing evidence, never as flat).
+a diverged run's is +inf: a blown-up network is not flat, so it counts against "ends flatter" and
+never drops out (a seed whose two compared runs both diverged has no ratio and is named in the note).
 
 Claims (registry entries ``sgd.every_batch`` and ``sgd.eta_vs_noise``, fixed before any run; each
-decided by the exact sign-flip test of the mean of per-seed paired log ratios over the seeds with
-both runs; a seed whose run diverged has no ``S_final`` there and does not count, which the claim's
-note says):
+decided by the sign test of the median of per-seed log ratios):
 
 - (a) ``sgd.every_batch``, at every batch size the larger η ends flatter: per ``B`` and seed
-  ``log(S_final(η_large) / S_final(η_small))``, each ``B`` tested for a mean below 0; a family over
+  ``log(S_final(η_large) / S_final(η_small))``, each ``B`` tested for a median below 0; a family over
   the batch sizes fixed beforehand: holds when every ``B`` holds, fails when the ``B`` with the
   smallest p-value toward "fails" fails at 2.5 % / (number of ``B``) (Holm), else undetermined
   (:data:`eosflow.claims.decision.FAMILY_RULES`). The claim reports the deciding ``B``, and every
@@ -21,10 +20,11 @@ note says):
 - (b) ``sgd.eta_vs_noise``, the reduction of ``S_final`` from the small to the large η (at full
   batch) is at least the reduction from full batch to the smallest batch (at the small η):
   ``S_fl <= S_ss``, per seed ``log(S_ss / S_fl) >= 0`` (``f``: full batch, the largest ``B``;
-  ``s`` the smallest ``B``, or the small η; ``l`` the large η), the same ordering as
-  ``(S_fs − S_fl) − (S_fs − S_ss) >= 0`` as a paired log difference.
+  ``s`` the smallest ``B``, or the small η; ``l`` the large η). The two runs are different designs
+  (a small batch at the small η against full batch at the large η), not exchangeable under "equal
+  flattening", so the sign test decides, not the sign-flip test.
 
-The sign-flip test needs at least 6 seeds to decide (its smallest p-value is 2^-seeds), and (a) over
+The sign test needs at least 6 seeds to decide (its smallest p-value is 2^-seeds), and (a) over
 three batch sizes at least 7 to fail (2^-7 <= 2.5 % / 3); with fewer the claims are undetermined and
 say how many seeds would decide them (``needed``).
 """
@@ -43,9 +43,10 @@ from .common import finish, json_safe, new_figure
 
 
 def final_sharpness(cube: xr.Dataset) -> float:
-    """S at the run's last measurement (NaN for a diverged run or none measured)."""
+    """S at the run's last measurement: +inf for a diverged run (a blown-up network is not flat: it
+    counts against "ends flatter", never drops out), NaN when none was measured."""
     if cube.attrs.get("status") == "diverged":
-        return math.nan
+        return math.inf
     s = cube["sharpness"].values.astype(float)
     return float(s[-1]) if s.size and np.isfinite(s[-1]) else math.nan
 
@@ -67,7 +68,7 @@ def _s(rows, b, eta) -> dict[int, float]:
     """seed -> S_final of the runs at batch size ``b`` and η kind ``eta`` that have a positive one (a
     log ratio needs it)."""
     return {r["seed"]: r["s_final"] for r in rows if r["batch_size"] == b and r["eta"] == eta
-            and math.isfinite(r["s_final"]) and r["s_final"] > 0}
+            and not math.isnan(r["s_final"]) and r["s_final"] > 0}
 
 
 def _paired(a: dict, b: dict, fn) -> tuple[list[int], list[float]]:
@@ -75,9 +76,16 @@ def _paired(a: dict, b: dict, fn) -> tuple[list[int], list[float]]:
     return seeds, [fn(a[s], b[s]) for s in seeds]
 
 
+def _log_ratio(a: float, b: float) -> float:
+    """log(a / b), +-inf where one run diverged (S = inf), NaN where both did."""
+    if math.isinf(a) or math.isinf(b):
+        return math.nan if a == b else math.copysign(math.inf, a - b)
+    return math.log(a / b)
+
+
 def _not_counted(rows: list[dict], seeds: list[int]) -> str:
     lost = sorted({r["seed"] for r in rows} - set(seeds))
-    return f"seeds {lost} not counted (a run diverged or has no positive S_final)" if lost else ""
+    return f"seeds {lost} not counted (a run has no positive S_final, or both diverged)" if lost else ""
 
 
 def flattening_claims(rows: list[dict]) -> tuple[list[Claim], dict]:
@@ -85,9 +93,8 @@ def flattening_claims(rows: list[dict]) -> tuple[list[Claim], dict]:
     seeds, per-seed ratios and log ratios, and its decision within the family."""
     sizes = sorted({r["batch_size"] for r in rows}, reverse=True)
     seeds_of, logs = {}, {}
-    for b in sizes:
-        seeds_of[b], logs[str(b)] = _paired(_s(rows, b, "large"), _s(rows, b, "small"),
-                                            lambda l, s: math.log(l / s))
+    for b in sizes:  # seeds whose two runs both diverged have no ratio (NaN): left out, named in the note
+        seeds_of[b], logs[str(b)] = _paired(_s(rows, b, "large"), _s(rows, b, "small"), _log_ratio)
     lost = [f"B={b}: " + _not_counted(rows, seeds_of[b]) for b in sizes if _not_counted(rows, seeds_of[b])]
     claim_a = family_claim("sgd.every_batch", logs,
                            note="; ".join(lost) if lost else "every seed has both runs at every batch size")
@@ -97,7 +104,7 @@ def flattening_claims(rows: list[dict]) -> tuple[list[Claim], dict]:
     full, small = sizes[0], sizes[-1]
     fs, fl, ss = _s(rows, full, "small"), _s(rows, full, "large"), _s(rows, small, "small")
     seeds = sorted(set(fl) & set(ss))  # S_fs is not in the statistic: only the note's reductions need it
-    vals = [math.log(ss[s] / fl[s]) for s in seeds]
+    vals = [_log_ratio(ss[s], fl[s]) for s in seeds]
     with_fs = [s for s in seeds if s in fs]
     note = f"f: batch {full}, s: batch {small} (or the small eta), l: the large eta"
     if with_fs:

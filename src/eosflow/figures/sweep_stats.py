@@ -31,6 +31,7 @@ import math
 import numpy as np
 import xarray as xr
 
+from ..claims.procedures import block_spearman
 from ..claims import REGISTRY, Claim, claim
 from ..similarity import spearman
 from .fig5 import accuracy
@@ -105,7 +106,7 @@ def seed_spearman(ds: xr.Dataset, x: str, y: str = "final_test_acc", *, min_runs
     status = ds["status"].values
     for seed in np.unique(ds["seed"].values):
         xs, ys = _pairs(ds, x, y, seed, chance)
-        r = spearman(xs, ys) if xs.size >= min_runs else math.nan
+        r = block_spearman(xs, ys, int(seed))[0] if xs.size >= min_runs else math.nan
         rows.append({"seed": int(seed), "runs": int(xs.size),
                      "diverged": int(((ds["seed"].values == seed) & (status == "diverged")).sum()),
                      "diverged_counted": "excluded" if chance is None else "at chance",
