@@ -159,9 +159,13 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
 def _build_line(s: dict) -> str:
     m, b = s["machine"], s["build"]
     minutes = b["wall_time_s"] / 60
+    built = s.get("runs_built_at")
+    at = (f"runs built at commit `{built[:10]}`, figures and claims redrawn at `{s['commit'][:10]}` (the same "
+          f"runs: no run depends on what changed between them)" if built and built != s["commit"]
+          else f"commit `{s['commit'][:10]}`")
     return (f"`{b['command']}` from an empty `results/`: **{minutes:.1f} min** wall time, timed end to end "
-            f"on {m['cores']} cores ({m['cpu']}, {m['memory_gib']} GiB), commit `{s['commit'][:10]}`"
-            f"{' with uncommitted changes' if s.get('dirty') else ''}, claims registry version "
+            f"on {m['cores']} cores ({m['cpu']}, {m['memory_gib']} GiB); {at}"
+            f"{' with uncommitted changes' if s.get('dirty') else ''}; claims registry version "
             f"{s['registry']['version']} (`docs/results/default.json`).\n")
 
 
@@ -171,7 +175,11 @@ def render_status(root: Path) -> str:
             for fig, d in s["figures"].items()]
     total = [sum(r[i] for r in rows) for i in (1, 2, 3)]
     rows.append(["all", *total])
-    return _build_line(s) + "\n" + _table(["figure", "holds", "fails", "undetermined"], rows)
+    jobs = s.get("job_seconds_by_rule") or {}
+    by_rule = ", ".join(f"{rule} {sec / 60:.1f}" for rule, sec in sorted(jobs.items(), key=lambda kv: -kv[1]))
+    where = (f"Job time by rule, in minutes (one thread a job, two jobs at a time; Snakemake's benchmark files): "
+             f"{by_rule}.\n\n") if jobs else ""
+    return _build_line(s) + "\n" + where + _table(["figure", "holds", "fails", "undetermined"], rows)
 
 
 def render_claims(root: Path) -> str:
@@ -350,6 +358,8 @@ def main(argv: list[str]) -> int:
     p.add_argument("--started", default=None, help="snapshot: when the build started (ISO time)")
     p.add_argument("--out", default=None)
     p.add_argument("--perturb-theta0", type=float, default=0.0, help="snapshot: the build's perturb_theta0")
+    p.add_argument("--build-commit", default=None,
+                   help="snapshot: the commit the runs were built at, when the figures were redrawn at a later one")
     p.add_argument("--trials", type=int, default=20_000, help="calibration: trials per cell")
     a = p.parse_args(argv)
     if a.what == "snapshot":
@@ -357,7 +367,8 @@ def main(argv: list[str]) -> int:
             p.error("snapshot needs --wall-time-s (the build's wall time, timed end to end)")
         snapshot(Path(a.figures), Path(a.out or SNAPSHOT), wall_time_s=a.wall_time_s, command=a.command,
                  config=Path(a.config), results=Path(a.results), started=a.started,
-                 extra={"perturb_theta0": a.perturb_theta0})
+                 extra={"perturb_theta0": a.perturb_theta0,
+                        **({"runs_built_at": a.build_commit} if a.build_commit else {})})
         return 0
     if a.what == "calibration":
         calibration(a.trials, Path(a.out or CALIBRATION))
