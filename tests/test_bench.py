@@ -77,7 +77,8 @@ def test_quick_report_structure(quick_report):
     for key, entry in r["targets"].items():  # every target measured in the quick run, each with its row
         assert entry["ratio"] is not None and entry["compare"] in (">=", "<="), key
         assert {"ratio", "target", "met", "note"} <= set(entry), key
-    assert r["targets"]["4_vgg_tracking"]["ratio"] == tv["ratio_same_steps_median"]
+    # the target row keeps 5 significant digits of the measured ratio
+    assert r["targets"]["4_vgg_tracking"]["ratio"] == pytest.approx(tv["ratio_same_steps_median"], rel=1e-4)
     assert r["targets"]["eigvals_and_residuals"]["met"] is True
 
 

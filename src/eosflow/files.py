@@ -15,6 +15,7 @@ import contextlib
 import errno
 import glob
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -118,6 +119,17 @@ def load_torch(path, what: str = "file", map_location="cpu"):
     except Exception as e:
         raise UnreadableFile(f"{what} {path} cannot be read ({type(e).__name__}: {str(e)[:200]}): it is truncated, "
                              f"damaged or not eosflow's; delete it and rerun snakemake, which rebuilds it") from None
+
+
+def json_safe(x):
+    """NaN/inf as null, tuples as lists: a JSON file stays strict JSON."""
+    if isinstance(x, dict):
+        return {k: json_safe(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [json_safe(v) for v in x]
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    return x
 
 
 def write_json(obj, path) -> None:

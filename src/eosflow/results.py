@@ -16,7 +16,6 @@ No torch here.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import platform
 import re

@@ -7,7 +7,8 @@ procedure whose false-``holds`` rate is known.
   intervals and power.
 - :mod:`.registry`: every claim's statistic, threshold, test, family and minimum evidence, in the
   packaged ``registry.yaml``; :func:`claim` and :func:`family_claim` decide a registry claim.
-- :mod:`.record`: the :class:`Claim` written to a figure's claims file (:func:`write_claims`).
+- :mod:`.record`: the :class:`Claim` written to a figure's claims file (:func:`write_claims`, in
+  :mod:`.registry`, which stamps the file with its version and hash).
 - :mod:`.calibration`: false-``holds`` rates under null distributions, and the power table.
 
 No torch here.
@@ -15,8 +16,8 @@ No torch here.
 
 from .decision import Decision, decide, decide_family
 from .procedures import ALPHA
-from .record import VERDICTS, Claim, write_claims
-from .registry import REGISTRY, claim, family_claim
+from .record import VERDICTS, Claim
+from .registry import REGISTRY, claim, family_claim, write_claims
 
 __all__ = ["ALPHA", "VERDICTS", "Decision", "decide", "decide_family", "Claim", "write_claims", "REGISTRY", "claim",
            "family_claim"]

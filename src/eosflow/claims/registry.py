@@ -11,17 +11,19 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+import math
+from dataclasses import asdict, dataclass
 from importlib import resources
 
 import numpy as np
 import yaml
 
 from .decision import FAMILY_RULES, Decision, decide, decide_family, needed_for
+from ..files import json_safe, write_json
 from .procedures import ALPHA, KINDS, OPS, min_deciding_seeds
-from .record import Claim
+from .record import VERDICTS, Claim
 
-__all__ = ["Registry", "REGISTRY", "load_registry", "claim", "family_claim", "entry"]
+__all__ = ["Registry", "REGISTRY", "load_registry", "claim", "family_claim", "entry", "write_claims"]
 
 
 @dataclass(frozen=True)
@@ -205,3 +207,18 @@ def _family_needed(e: dict, rule: str, per: dict, options: dict, sizes: dict, se
     k = max(counts, key=counts.get)
     return counts[k], (f"{counts[k]} seeds decide every option (the slowest: {k}) with 80% power at its "
                        "observed effect and spread")
+
+
+def write_claims(claims: list[Claim], path, figure: str, **extra) -> None:
+    """Write ``{"figure", "registry", "claims", "all_hold", "verdicts", "families", **extra}`` atomically:
+    ``registry`` is the registry's version and hash, ``verdicts`` counts the claims of each verdict,
+    ``families`` lists the claims decided over options with their rule."""
+    counts = {v: sum(c.verdict == v for c in claims) for v in VERDICTS}
+    rows = [asdict(c) for c in claims]
+    for r in rows:  # a sign test counts infinite values (a diverged run's side): kept as "inf" / "-inf"
+        r["values"] = [v if math.isfinite(v) else ("inf" if v > 0 else "-inf") for v in r["values"]]
+    families = {c.name: {"rule": c.family["rule"], "correction": c.family["correction"],
+                         "options": list(c.family["options"])} for c in claims if c.family}
+    write_json(json_safe({"figure": figure, "registry": {"version": REGISTRY.version, "hash": REGISTRY.hash},
+                      "claims": rows, "all_hold": all(c.holds for c in claims),
+                      "verdicts": counts, "families": families, **extra}), path)

@@ -33,7 +33,8 @@ from matplotlib.lines import Line2D
 
 from ..claims import REGISTRY, Claim, claim, decide
 from ..claims.procedures import min_deciding_seeds
-from .common import finish, json_safe, log_axis, new_figure
+from ..files import json_safe
+from .common import finish, log_axis, new_figure
 from .fig5 import CHANCE, accuracy
 
 __all__ = ["CLAIMS", "pair_runs", "per_seed_differences", "paired_claim", "ablation_claims", "make_ablation"]

@@ -42,7 +42,8 @@ import xarray as xr
 
 from ..claims import REGISTRY, Claim, claim, family_claim
 from ..instability import detect_instabilities
-from .common import finish, json_safe, new_figure
+from ..files import json_safe
+from .common import finish, new_figure
 
 #: The accuracy a diverged run counts at (fixed in the registry before any run: 1 / number of classes).
 CHANCE = float(REGISTRY.param("clipped.some_c", "chance"))

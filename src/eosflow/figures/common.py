@@ -8,7 +8,6 @@ session.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 from matplotlib.figure import Figure
@@ -28,17 +27,6 @@ def log_axis(axis) -> None:
     axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
     axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     axis.set_minor_formatter(NullFormatter())
-
-
-def json_safe(x):
-    """NaN/inf as null, tuples as lists: a claims file stays strict JSON."""
-    if isinstance(x, dict):
-        return {k: json_safe(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [json_safe(v) for v in x]
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    return x
 
 
 def save_figure(fig, *paths) -> None:

@@ -35,7 +35,8 @@ from matplotlib.colors import Normalize
 from matplotlib.ticker import FuncFormatter
 
 from ..claims import REGISTRY, Claim
-from .common import finish, json_safe, new_figure
+from ..files import json_safe
+from .common import finish, new_figure
 from .fig5 import sides
 from .sweep_stats import (
     column, diverged_runs, grid_points, rank_claim, rho_table, seed_spearman, setting_runs, settings_of, usable,

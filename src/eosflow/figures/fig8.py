@@ -25,7 +25,8 @@ import seaborn as sns
 import xarray as xr
 
 from ..claims import REGISTRY, Claim
-from .common import finish, json_safe, new_figure
+from ..files import json_safe
+from .common import finish, new_figure
 from .sweep_stats import diverged_runs, rank_claim, seed_spearman, setting_runs, settings_of
 
 #: (label drawn, summary quantity, registry id, diverged runs at chance?) per correlation.

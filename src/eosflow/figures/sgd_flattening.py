@@ -39,7 +39,8 @@ import seaborn as sns
 import xarray as xr
 
 from ..claims import Claim, claim, family_claim
-from .common import finish, json_safe, new_figure
+from ..files import json_safe
+from .common import finish, new_figure
 
 
 def final_sharpness(cube: xr.Dataset) -> float:

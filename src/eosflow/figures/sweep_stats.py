@@ -10,14 +10,14 @@ Which runs enter (fixed before any run):
   seed, per grid point, and in the claims files' ``diverged_runs``), never dropped silently. Runs
   that hit ``train.max_epochs`` enter.
 - Runs where a quantity is not finite (e.g. no stored eigenvectors: ``1 − ρ`` is NaN) drop out of
-  that quantity's correlation only (:func:`eosflow.similarity.spearman` drops NaN pairs).
+  that quantity's correlation only (:func:`eosflow.claims.procedures.block_spearman` drops NaN pairs).
 - **A seed counts** for a correlation when it has at least the registry's ``min_runs`` runs with
   both values finite and neither constant (its Spearman is then defined).
 
 A claim (:func:`rank_claim`) is the mean over the counted seeds of their Spearman correlations,
 decided by the stratified permutation test (``rank`` kind, :mod:`eosflow.claims.procedures`): each
-seed is a block whose correlation is compared with the exact null of Spearman's coefficient for its
-number of runs. It decides at 3 seeds when the effect is strong.
+seed is a block whose correlation (ties broken in a fixed random order) is compared with the exact
+null of Spearman's coefficient for its number of runs. It decides at 3 seeds when the effect is strong.
 
 The η₀ of a relative sweep are multiples of each seed's own η_eos(θ₀), so η₀ differs between
 seeds at the same grid point: tables are per multiple η₀ / η_eos (:func:`grid_points`).
@@ -33,7 +33,6 @@ import xarray as xr
 
 from ..claims.procedures import block_spearman
 from ..claims import REGISTRY, Claim, claim
-from ..similarity import spearman
 from .fig5 import accuracy
 
 __all__ = ["NEEDED", "usable", "ratio", "column", "settings_of", "setting_runs", "seed_spearman", "rank_claim",
