@@ -141,6 +141,9 @@ def test_needed_on_hand_cases():
 
     expected = next(n for n in range(4, 101) if power(n) >= 0.8)
     assert decide([-0.9, -1.0, -0.8], "<", 0).needed == expected == 12
+    # a value at the bound meets ">=" (as the sign test counts it): 3 of 3 on the claim's side, the same 12
+    assert decide([3, 3, 3], ">=", 3).needed == 12 and decide([3, 4, 3, 5, 3], ">=", 3).needed == 9
+    assert decide([3, 3, 3], ">", 3).needed == 12  # 3 of 3 against the claim: as decisive the other way
     # rank: a mean correlation of 0.3 with the null's spread needs (z sd0 / (0.3 - ...))^2 blocks
     r = decide([0.3, 0.35, 0.25], ">", 0, kind="rank", sizes=[9, 9, 9])
     assert r.verdict == "undetermined" and r.needed is not None and r.needed > 3
@@ -168,6 +171,12 @@ def test_family_rules_correct_for_the_options():
     assert decide_family({"a": _d(0.3, 0.02), "b": _d(0.3), "c": _d(0.3)}, "every")[0] == "undetermined"
     ok = {k: decide([1, 1, 1, 1, 1, 1], ">", 0) for k in "abc"}
     assert decide_family(ok, "every")[0] == "holds"
+    # exact options (no p-values) are decided by their values, not by the first option's
+    yes, no = decide([1.0], ">", 0, kind="exact"), decide([-1.0], ">", 0, kind="exact")
+    assert decide_family({"x": no, "y": yes}, "some")[:2] == ("holds", "y")
+    assert decide_family({"x": yes, "y": no}, "every")[:2] == ("fails", "y")
+    assert decide_family({"x": no, "y": no}, "some")[0] == "fails"
+    assert decide_family({"x": yes, "y": yes}, "every")[0] == "holds"
     with pytest.raises(ValueError):
         decide_family(ok, "most")
 
@@ -214,8 +223,9 @@ def test_calibration_matches_the_committed_table():
     """The full calibration (20,000 trials a cell) is the committed docs/results/calibration.json, and
     passes (python -m pytest -m calibration)."""
     committed = json.loads((ROOT / CALIBRATION).read_text())
-    rows = cal.calibration_table(committed["trials"])
+    rows = cal.calibration_table(committed["trials"], seeds=cal.ALL_SEEDS)
     _check_rows(rows)
+    assert sorted({r["seeds"] for r in rows}) == [3, 5, 8, 9, 10, 12, 16, 18]
     assert rows == committed["rows"] and committed["power"] == cal.power_table()
     assert committed["trials"] >= 20_000
 

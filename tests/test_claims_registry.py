@@ -14,6 +14,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "eosflow"
 KNOWN = {
     2: "5cc12d53569d90ce31ae15de0d8900d2a1697794216929ed465190e6799f6abf",
     3: "6d559e23b64771f2354b5b60cc9680c7190286d9929aa328b90ace8047ae1f29",
+    4: "45afbc87caeb182cfd6cea302cc02a452ae7190b75a89b980200b0eb7c236a99",
 }
 
 

@@ -124,13 +124,17 @@ def test_snapshots_are_taken_in_time_order(tmp_path):
 
 
 def test_a_seed_with_nan_values_drops_out_with_a_note(tmp_path):
+    """No S at the last snapshot although its loss is finite (the eigensolver gave nothing): the seed
+    drops out with a note. A loss that is not finite there is a blown-up spike: +inf, against both."""
     bad = synthetic([25.0, 18.0, 12.0])
     bad["loss"][1, 30:] = np.inf
     bad["sharpness"][1, 30:] = np.nan
     bad["sharpness"][2, :] = np.nan
     bad["loss"][2, :] = np.nan
     bad["sharpness_cur"][2] = np.nan
-    bad["loss_cur"][2] = np.nan
+    blown = bad.copy(deep=True)
+    blown["loss_cur"][2] = np.nan
+    assert all(c.values == [np.inf] and not c.holds for c in fig3_claims({0: blown}))
     doc, _ = draw(tmp_path, {0: bad, 1: synthetic([20.0, 10.0], seed=1)})  # the bad seed is drawn
     for c in doc["claims"]:
         assert c["values"] == [pytest.approx(0.5)] and c["evidence"] == {"seeds": 1} and not c["holds"]

@@ -9,7 +9,7 @@ import xarray as xr
 
 from eosflow.claims import decide
 from eosflow.figures import sweep_stats as st
-from eosflow.figures.fig7 import make_fig7, table_cells
+from eosflow.figures.fig7 import correlation_table, make_fig7, table_cells
 from eosflow.figures.fig8 import make_fig8
 from eosflow.similarity import rotation
 from eosflow.summary import run_summary
@@ -281,3 +281,18 @@ def test_tiny_workflow_builds_fig7_and_fig8(tmp_path):
         assert {c["verdict"] for c in data["claims"]} == {"undetermined"}
         assert all("seeds" in c["reason"] and c["minimum"] == {"seeds": 3} for c in data["claims"])
         assert data["diverged_runs"] == [{"setting": "fmnist_mlp", "lr": 500.0, "seed": 0}]
+
+
+def test_fig7_counts_diverged_runs_against_its_claims(tmp_path):
+    """Bias fixed: fig7 left diverged runs out of "a larger eta0 ends flatter" and "turns more"; they sit
+    at the largest eta0, so leaving them out favours both. Counted at the end that speaks against each
+    claim (S_final = +inf, 1 - rho = -inf), the top two multiples diverging in every seed turn a clean
+    -1 / +1 per seed into an undecided claim."""
+    clean = {x.id: x for x in make_fig7(summary(rising), tmp_path / "f.pdf", tmp_path / "f.png", tmp_path / "c.json")}
+    assert clean["fig7.flatter"].verdict == clean["fig7.rotation"].verdict == "holds"
+    ds = summary(rising, diverged=lambda r, s: r >= RATIOS[-2])
+    claims = {x.id: x for x in make_fig7(ds, tmp_path / "f.pdf", tmp_path / "f.png", tmp_path / "c.json")}
+    rows = correlation_table(ds)
+    assert all(r["runs"] == len(RATIOS) and "against the claim" in r["diverged_counted"] for r in rows["fig7.flatter"])
+    assert claims["fig7.flatter"].verdict != "holds" and claims["fig7.rotation"].verdict != "holds"
+    assert claims["fig7.flatter"].value > -1 and claims["fig7.rotation"].value < 1

@@ -111,12 +111,13 @@ def snapshot(figures: Path, out: Path = SNAPSHOT, *, wall_time_s: float, command
 
 
 def calibration(trials: int, out: Path = CALIBRATION) -> dict:
-    """The calibration table (``trials`` per row) and the power table, written to ``out``."""
+    """The calibration table (``trials`` per row, at every seed count the configs use) and the power
+    table, written to ``out``."""
     from .claims import calibration as cal
     from .claims.procedures import ALPHA
 
     data = {"alpha": ALPHA, "trials": trials, "nulls": list(cal.NULLS), "block": cal.BLOCK,
-            "rows": cal.calibration_table(trials), "power": cal.power_table(),
+            "rows": cal.calibration_table(trials, seeds=cal.ALL_SEEDS), "power": cal.power_table(),
             "old_rules": cal.old_rules_table()}
     write_json(data, out)
     return data
@@ -136,7 +137,9 @@ def _f(x, digits: int = 3) -> str:
 def _interval(c: dict) -> str:
     iv = c.get("interval")
     if iv is None:
-        return "none (too few seeds)" if c.get("interval_kind") == "confidence" else "–"
+        if c.get("interval_kind") != "confidence":
+            return "–"
+        return "none (too few seeds)" if len(c.get("values") or []) < 6 else "none (an end is infinite)"
     text = f"[{_f(iv[0])}, {_f(iv[1])}]"
     return text + (" (null band)" if c.get("interval_kind") == "null band" else "")
 

@@ -84,10 +84,6 @@ def _clean(values, keep_infinite: bool = False) -> np.ndarray:
     return v[~np.isnan(v)] if keep_infinite else v[np.isfinite(v)]
 
 
-def _finite_or_none(x) -> float | None:
-    return float(x) if x is not None and math.isfinite(float(x)) else None
-
-
 def _test(kind: str, v: np.ndarray, bound: float, sizes, alpha: float) -> dict:
     if kind in ("mean", "paired"):
         return P.signflip(v, bound, alpha)
@@ -100,7 +96,7 @@ def _test(kind: str, v: np.ndarray, bound: float, sizes, alpha: float) -> dict:
     raise ValueError(f"unknown kind {kind!r}; allowed: {list(P.KINDS)}")
 
 
-def _effect(kind: str, v: np.ndarray, bound: float, sizes) -> tuple[float, dict]:
+def _effect(kind: str, v: np.ndarray, bound: float, sizes, op: str) -> tuple[float, dict]:
     """The observed effect toward whichever verdict the data lean to, in :func:`procedures.power`'s
     units, and the power model's keywords."""
     if kind in ("mean", "paired"):
@@ -110,8 +106,10 @@ def _effect(kind: str, v: np.ndarray, bound: float, sizes) -> tuple[float, dict]
             return 0.0, {}
         return (math.inf if sd == 0 else dev / sd), {}
     if kind == "median":
-        up, down = int((v > bound).sum()), int((v < bound).sum())
-        return (max(up, down) + 0.5) / (v.size + 1.0), {}  # shrunk toward 1/2: 3 of 3 is not certainty
+        # the seeds on the claim's side counted as the sign test counts them (a value at the bound
+        # meets ``>=``/``<=``, not ``>``/``<``); shrunk toward 1/2: 3 of 3 is not certainty
+        k = int({"<": v < bound, "<=": v <= bound, ">": v > bound, ">=": v >= bound}[op].sum())
+        return (max(k, v.size - k) + 0.5) / (v.size + 1.0), {}
     spread = float(v.std(ddof=1)) if v.size > 1 else None
     return abs(float(v.mean())), {"block_size": int(round(np.mean(list(sizes)))), "spread": spread}
 
@@ -165,7 +163,7 @@ def decide(values, op: str, bound: float, kind: str = "median", *, sizes=None, m
         return Decision("holds", value, interval, None, **base)
     if p_fails <= alpha:
         return Decision("fails", value, interval, None, **base)
-    needed, note = needed_for(kind, v, float(bound), sizes, seeds or n, alpha)
+    needed, note = needed_for(kind, v, float(bound), sizes, seeds or n, alpha, op=op)
     reason = (f"{n} seeds cannot reach a one-sided {alpha:.3g} with the {kind} test (smallest p = 2^-{n})"
               if n < P.min_deciding_seeds(kind, alpha) else
               f"p = {min(p_holds, p_fails):.3g} toward {'holds' if p_holds < p_fails else 'fails'}, "
@@ -174,17 +172,18 @@ def decide(values, op: str, bound: float, kind: str = "median", *, sizes=None, m
 
 
 def needed_for(kind: str, v: np.ndarray, bound: float, sizes, have_seeds: int,
-               alpha: float = P.ALPHA) -> tuple[int | None, str]:
-    """(seeds, why): the seeds at which ``kind`` would decide values like ``v`` at level ``alpha`` with
-    80 % power (:func:`procedures.needed_seeds`), or None with the reason."""
+               alpha: float = P.ALPHA, *, op: str = ">") -> tuple[int | None, str]:
+    """(seeds, why): the seeds at which ``kind`` would decide values like ``v`` (claim ``<op> bound``)
+    at level ``alpha`` with 80 % power (:func:`procedures.needed_seeds`), or None with the reason.
+    ``sizes`` (rank) are filtered with ``v`` when they pair with it."""
     v = np.asarray(v, dtype=np.float64)
-    if kind == "median":
-        v = v[~np.isnan(v)]
-    else:
-        v = v[np.isfinite(v)]
+    keep = ~np.isnan(v) if kind == "median" else np.isfinite(v)
+    if sizes is not None and len(sizes) == v.size:
+        sizes = [int(s) for s, k in zip(sizes, keep) if k]
+    v = v[keep]
     if v.size == 0:
         return None, "no value"
-    effect, kw = _effect(kind, v, bound, sizes)
+    effect, kw = _effect(kind, v, bound, sizes, op)
     if kind == "rank" and v.size != have_seeds:
         kw["blocks_per_seed"] = max(1, round(v.size / have_seeds))
     if kind in ("mean", "paired") and not math.isfinite(effect) and v.size < 2:
@@ -216,6 +215,9 @@ def decide_family(decisions: dict, rule: str) -> tuple[str, object, str]:
     ph = {k: (d.p_holds if d.p_holds is not None else 1.0) for k, d in decisions.items()}
     pf = {k: (d.p_fails if d.p_fails is not None else 1.0) for k, d in decisions.items()}
     exact = all(d.kind == "exact" for d in decisions.values())
+    if exact:  # no p-values: an exact option is decided by its one value (no error to correct)
+        ph = {k: 0.0 if d.holds else 1.0 for k, d in decisions.items()}
+        pf = {k: 0.0 if d.verdict == "fails" else 1.0 for k, d in decisions.items()}
     if rule == "some":
         best = min(ph, key=ph.get)
         if (decisions[best].holds if exact else ph[best] <= P.ALPHA / m):

@@ -12,7 +12,8 @@ One procedure per kind of statistic (the README's "How a claim is decided" says 
   below 6 seeds it cannot reach 2.5 % and never decides.
 - ``median`` -- the **sign test** of a location (a median of per-seed values or ratios): the count
   of values on the claim's side of the bound against Binomial(n, 1/2). Exact for any distribution
-  whose median is the bound; values at the bound count against both verdicts. Its interval is the
+  whose median is the bound; a value at the bound counts as the claim's comparison says (it meets
+  ``>=``/``<=``, not ``>``/``<``: :func:`sign_test_op`). Its interval is the
   distribution-free order-statistic interval of the median; it too needs 6 seeds.
 - ``rank`` -- the **stratified permutation test** of the mean of per-block Spearman correlations
   (a block: one seed's runs, or one seed at one setting of another factor) against 0: under the null
@@ -106,7 +107,9 @@ def _binom_tail(n: int, k) -> np.ndarray:
 
 def sign_test(x, bound: float, alpha: float = ALPHA) -> dict:
     """The sign test of ``median(x) = bound`` (rows of a 2-D ``x`` are separate samples), with
-    ``p_above``/``p_below`` as :func:`signflip`'s; values equal to the bound count for neither side.
+    ``p_above``/``p_below`` as :func:`signflip`'s; values equal to the bound count for neither side
+    here (calibration's strict nulls; :func:`decide` counts them by the claim's comparison with
+    :func:`sign_test_op`).
     ``lo``, ``hi``: the order-statistic 1 - 2 alpha interval of the median (NaN below 6 values)."""
     x = np.atleast_2d(np.asarray(x, dtype=np.float64))
     n = x.shape[1]
@@ -132,12 +135,13 @@ def sign_test_op(x, op: str, bound: float) -> tuple[float, float]:
 
 # --------------------------------------------------------------------------- stratified rank test
 def block_spearman(x, y, seed: int = 0) -> tuple[float, int]:
-    """(Spearman's rho, points) of one block of a rank claim over the pairs where both are finite, with
+    """(Spearman's rho, points) of one block of a rank claim over the pairs where neither is NaN (±inf
+    rank last / first: a diverged run counted against a claim), with
     ties broken in a random order drawn from ``seed`` (a fixed number per block, never the data): the
     ranks are then a permutation, whose null distribution is exactly :func:`spearman_null`'s. NaN below
     2 points, or when either sample is constant."""
     x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
-    keep = np.isfinite(x) & np.isfinite(y)
+    keep = ~np.isnan(x) & ~np.isnan(y)
     x, y = x[keep], y[keep]
     n = int(x.size)
     if n < 2 or np.all(x == x[0]) or np.all(y == y[0]):

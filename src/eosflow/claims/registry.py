@@ -189,9 +189,11 @@ def _family_needed(e: dict, rule: str, per: dict, options: dict, sizes: dict, se
     def count(label, alpha):
         k = _key(options, label)
         v = np.asarray([np.nan if x is None else x for x in options[k]], dtype=float)
-        return needed_for(e["kind"], v, float(e["bound"]), sizes.get(k), seeds or per[label].n, alpha)[0]
+        return needed_for(e["kind"], v, float(e["bound"]), sizes.get(k), seeds or per[label].n, alpha,
+                          op=e["op"])[0]
 
-    open_ = {k: d for k, d in per.items() if d.verdict == "undetermined"}
+    open_ = {k: d for k, d in per.items()  # an option without values (no p-values) leans nowhere
+             if d.verdict == "undetermined" and d.p_holds is not None and d.p_fails is not None}
     leaning = [k for k, d in open_.items() if (d.p_holds < d.p_fails if toward == "holds" else d.p_fails < d.p_holds)]
     if leaning:
         counts = {k: n for k in leaning if (n := count(k, ALPHA / m)) is not None}

@@ -6,8 +6,9 @@ S(θ) over training against the 2/η line for several η below and above the sta
 
 Claims (the registry's ``eos.lower``, ``eos.upper`` and ``eos.below_stable``): per seed, the min
 (lower end) or max (upper end, below the limit) of the run values over its runs on that side of its
-own limit (a diverged run counts as +inf: it left the edge of stability for good, which speaks
-against "at most 1.2" and "stays stable" and never drops out); the median over seeds against the
+own limit (a diverged run left the edge of stability for good and never drops out: it counts
+against the claim, as +inf for "at most 1.2" and "stays stable", as -inf for "at least 0.8");
+the median over seeds against the
 bound, by the sign test over
 seeds (:mod:`eosflow.claims`: it cannot decide below 6 seeds). A seed with no run on a side does not
 count for that side's claims.
@@ -48,11 +49,11 @@ def eos_claims(rows: list[dict]) -> list[Claim]:
     """The three claims of the module docstring from the runs' rows (:func:`summarize`)."""
     seeds = sorted({r["seed"] for r in rows})
 
-    def per_seed(side: bool, extreme) -> tuple[list[float], list[int]]:
+    def per_seed(side: bool, extreme, diverged: float) -> tuple[list[float], list[int]]:
         out, used = [], []
         for seed in seeds:
-            # a diverged run left the edge of stability for good: eta*S/2 = +inf (against "at most")
-            v = [math.inf if r["status"] == "diverged" else r["median_ratio_second_half"] for r in rows
+            # a diverged run left the edge of stability for good: it counts against the claim
+            v = [diverged if r["status"] == "diverged" else r["median_ratio_second_half"] for r in rows
                  if r["seed"] == seed and r["above_limit"] is side
                  and (r["status"] == "diverged" or math.isfinite(r["median_ratio_second_half"]))]
             if v:
@@ -60,8 +61,8 @@ def eos_claims(rows: list[dict]) -> list[Claim]:
                 used.append(seed)
         return out, used
 
-    def one(claim_id: str, side: bool, extreme) -> Claim:
-        values, used = per_seed(side, extreme)
+    def one(claim_id: str, side: bool, extreme, diverged: float = math.inf) -> Claim:
+        values, used = per_seed(side, extreme, diverged)
         where = "above" if side else "below"
         missing = [s for s in seeds if s not in used]
         note = (f"seeds {used}: {', '.join(f'{v:.3g}' for v in values)}" if values else f"no run {where} eta_eos")
@@ -69,7 +70,8 @@ def eos_claims(rows: list[dict]) -> list[Claim]:
             note += f"; seeds {missing} have no run {where} their eta_eos"
         return claim(claim_id, values, note=note)
 
-    return [one("eos.lower", True, min), one("eos.upper", True, max), one("eos.below_stable", False, max)]
+    return [one("eos.lower", True, min, -math.inf), one("eos.upper", True, max),
+            one("eos.below_stable", False, max)]
 
 
 def make_eos(cubes: list[xr.Dataset], pdf_path, png_path, claims_path, keep_open: bool = False):

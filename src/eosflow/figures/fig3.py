@@ -93,15 +93,20 @@ def _by_seed(slices) -> dict[int, xr.Dataset]:
 def slice_values(ds: xr.Dataset) -> dict:
     """One seed's values for the claims, from its slices (snapshots taken in step order): the first
     and last snapshot's steps and ``S_cur``, ``ratio`` = S_cur(last) / S_cur(first) and ``stable``
-    = η S_cur(last) / 2 (inf where S_cur(last) is +inf: the spike blew up, which counts against both
-    claims; None where a value is NaN, with the reason in ``ratio_note``/``stable_note``)."""
+    = η S_cur(last) / 2 (inf where the spike blew up: the loss at the last snapshot's current point is
+    not finite, so no S was measured there, or S_cur(last) is +inf; that counts against both claims,
+    never left out. None where a value is NaN otherwise, with the reason in
+    ``ratio_note``/``stable_note``)."""
     ds = ds.sortby("step")
     lr = float(ds.attrs["lr"])
     s_cur = ds["sharpness_cur"].values.astype(float)
     steps = ds["step"].values.astype(int)
     first, last = (s_cur[0], s_cur[-1]) if s_cur.size else (math.nan, math.nan)
     ratio, ratio_note = None, ""
-    blown_up = last == math.inf  # the spike blew up: counted against both claims (inf), not left out
+    loss_last = float(ds["loss_cur"].values[-1]) if "loss_cur" in ds and s_cur.size else 0.0
+    blown_up = last == math.inf or not math.isfinite(loss_last)  # counted against both claims (inf)
+    if blown_up:
+        last = math.inf
     if len(s_cur) < 2:
         ratio_note = "fewer than two snapshots"
     elif not math.isfinite(first) or not (math.isfinite(last) or blown_up):

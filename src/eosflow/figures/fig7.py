@@ -15,10 +15,12 @@ tabulated (no meaningful S_final or eigenspace; :mod:`eosflow.figures.sweep_stat
 and each table row counts them, and the claims file lists them.
 
 Claims, per setting (registry ``fig7.rotation``, ``fig7.flatter``; :mod:`eosflow.figures.sweep_stats`
-for which runs and seeds enter): per seed, the Spearman correlation over its usable runs (at least
-the registry's ``min_runs``) of η₀/η_eos with 1 − ρ (> 0: a larger η₀ turns the eigenspace more) and
-with S_final (< 0: a larger η₀ ends flatter, S → 2/η₀ at the edge of stability); the mean over seeds,
-decided by the stratified permutation test (each seed's correlation against its exact null).
+for which runs and seeds enter): per seed, the Spearman correlation over its runs (at least the
+registry's ``min_runs``) of η₀/η_eos with 1 − ρ (> 0: a larger η₀ turns the eigenspace more) and
+with S_final (< 0: a larger η₀ ends flatter, S → 2/η₀ at the edge of stability), a diverged run
+counted at the end that speaks against the claim (1 − ρ = −∞, S_final = +∞: :data:`AGAINST`); the
+mean over seeds, decided by the stratified permutation test (each seed's correlation against its
+exact null).
 """
 
 from __future__ import annotations
@@ -48,11 +50,14 @@ ACC_CMAP = "plasma"
 
 #: fig7's claims: registry id -> the quantity correlated with η₀/η_eos.
 CLAIMS = {"fig7.rotation": "rotation", "fig7.flatter": "sharpness_final"}
+#: A diverged run's value in each claim: the end that speaks against it (it sits at the largest η₀).
+AGAINST = {"fig7.rotation": -math.inf, "fig7.flatter": math.inf}
 
 
 def correlation_table(ds: xr.Dataset) -> dict[str, list[dict]]:
     """{claim id: per-seed rows (:func:`~eosflow.figures.sweep_stats.seed_spearman`)} of one setting."""
-    return {cid: seed_spearman(ds, "ratio", q, min_runs=int(REGISTRY.param(cid, "min_runs")))
+    return {cid: seed_spearman(ds, "ratio", q, min_runs=int(REGISTRY.param(cid, "min_runs")),
+                               against=AGAINST[cid])
             for cid, q in CLAIMS.items()}
 
 

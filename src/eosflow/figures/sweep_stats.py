@@ -3,16 +3,19 @@ correlations across η₀, the rank claims built from them, and ρ tabulated per
 
 Which runs enter (fixed before any run):
 
-- **Diverged runs are excluded** from the correlations of S_final and 1 − ρ, and from the ρ table:
-  their final sharpness and eigenvectors are those of a blown-up network, not an outcome of
-  training at that η₀. In fig8's "accuracy rises with η₀" they **count at chance accuracy**, as in
-  fig5 (registry ``fig8.eta0``; leaving them out would favour that claim). They are counted (per
-  seed, per grid point, and in the claims files' ``diverged_runs``), never dropped silently. Runs
-  that hit ``train.max_epochs`` enter.
+- **Diverged runs never drop out where that would favour a claim.** Their final sharpness and
+  eigenvectors are those of a blown-up network, so they have no measured value, and they sit at
+  the largest η₀. In fig7's correlations with η₀ they **count against the claim** (``against``: a
+  larger η₀ ends flatter -- S_final = +∞; turns more -- 1 − ρ = −∞). In fig8's "accuracy rises with
+  η₀" they **count at chance accuracy**, as in fig5 (registry ``fig8.eta0``). fig8's accuracy against
+  S_final and 1 − ρ leaves them out (at chance accuracy and +∞ S_final they would favour "flatter
+  generalizes better"), and so does the ρ table. They are counted (per seed, per grid point, and in
+  the claims files' ``diverged_runs``), never dropped silently. Runs that hit ``train.max_epochs``
+  enter.
 - Runs where a quantity is not finite (e.g. no stored eigenvectors: ``1 − ρ`` is NaN) drop out of
   that quantity's correlation only (:func:`eosflow.claims.procedures.block_spearman` drops NaN pairs).
 - **A seed counts** for a correlation when it has at least the registry's ``min_runs`` runs with
-  both values finite and neither constant (its Spearman is then defined).
+  neither value NaN and neither sample constant (its Spearman is then defined).
 
 A claim (:func:`rank_claim`) is the mean over the counted seeds of their Spearman correlations,
 decided by the stratified permutation test (``rank`` kind, :mod:`eosflow.claims.procedures`): each
@@ -76,11 +79,16 @@ def column(ds: xr.Dataset, name: str) -> np.ndarray:
     return ds[name].values.astype(float)
 
 
-def _pairs(ds: xr.Dataset, x: str, y: str, seed, chance: float | None) -> tuple[np.ndarray, np.ndarray]:
-    """The finite (x, y) pairs of one seed's runs: its usable runs, or with ``chance`` (``y`` the
-    validation accuracy) all its runs, a diverged one at ``chance``."""
+def _pairs(ds: xr.Dataset, x: str, y: str, seed, chance: float | None,
+           against: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The (x, y) pairs of one seed's runs, neither NaN: its usable runs; with ``chance`` (``y`` the
+    validation accuracy) all its runs, a diverged one at ``chance``; with ``against`` (±inf) all its
+    runs, a diverged one's ``y`` at ``against``."""
     one = ds["seed"].values == seed
-    if chance is None:
+    if against is not None:
+        keep = one
+        ys = np.where(ds["status"].values == "diverged", against, column(ds, y))[keep]
+    elif chance is None:
         keep = usable(ds) & one
         ys = column(ds, y)[keep]
     else:
@@ -89,14 +97,16 @@ def _pairs(ds: xr.Dataset, x: str, y: str, seed, chance: float | None) -> tuple[
         keep = one
         ys = accuracy(ds, chance)[keep]
     xs = column(ds, x)[keep]
-    ok = np.isfinite(xs) & np.isfinite(ys)
+    ok = np.isfinite(xs) & ~np.isnan(ys)
     return xs[ok], ys[ok]
 
 
 def seed_spearman(ds: xr.Dataset, x: str, y: str = "final_test_acc", *, min_runs: int,
-                  chance: float | None = None) -> list[dict]:
+                  chance: float | None = None, against: float | None = None) -> list[dict]:
     """Per seed of one setting: Spearman(y, x) across η₀ with the counts. Runs: the usable ones
-    (diverged excluded), or with ``chance`` every run, a diverged one at that accuracy.
+    (diverged excluded), or with ``chance`` every run, a diverged one at that accuracy, or with
+    ``against`` (+inf or -inf: the end of ``y`` that speaks against the claim) every run, a diverged
+    one's ``y`` at ``against``.
 
     Rows: ``seed``, ``runs`` (finite pairs used), ``diverged`` (the seed's diverged runs),
     ``diverged_counted`` ("at chance" or "excluded"), ``spearman`` (None when the seed has fewer than
@@ -104,11 +114,12 @@ def seed_spearman(ds: xr.Dataset, x: str, y: str = "final_test_acc", *, min_runs
     rows = []
     status = ds["status"].values
     for seed in np.unique(ds["seed"].values):
-        xs, ys = _pairs(ds, x, y, seed, chance)
+        xs, ys = _pairs(ds, x, y, seed, chance, against)
         r = block_spearman(xs, ys, int(seed))[0] if xs.size >= min_runs else math.nan
         rows.append({"seed": int(seed), "runs": int(xs.size),
                      "diverged": int(((ds["seed"].values == seed) & (status == "diverged")).sum()),
-                     "diverged_counted": "excluded" if chance is None else "at chance",
+                     "diverged_counted": ("at chance" if chance is not None else "excluded" if against is None
+                                          else f"{y} = {against:+g}, against the claim"),
                      "spearman": float(r) if math.isfinite(r) else None, "contributes": math.isfinite(r)})
     return rows
 
