@@ -307,8 +307,11 @@ def render_robustness(root: Path) -> str:
     changed = [r for r in rows if r["a"] != r["b"]]
     flips = sum(r["flip"] for r in changed)
     bad = sum(not r["acceptable"] for r in changed)
+    built = (f"runs built at `{b['runs_built_at'][:10]}`, figures and claims redrawn at `{b['commit'][:10]}`"
+             if b.get("runs_built_at") else f"commit `{b['commit'][:10]}`")
     head = (f"Every network's θ₀ perturbed by a relative {b.get('perturb_theta0', '?')} (`perturb_theta0`), "
-            f"rule all rebuilt (`docs/results/perturbed.json`, commit `{b['commit'][:10]}`): **{len(changed)} of "
+            f"rule all rebuilt in {b['build']['wall_time_s'] / 60:.1f} min (`docs/results/perturbed.json`, {built}; "
+            f"`{b['build']['command']}`): **{len(changed)} of "
             f"{len(rows)} verdicts changed**, {flips} between holds and fails, {bad} to or from undetermined "
             f"with `needed` at or below the seeds used.\n")
     if not changed:
