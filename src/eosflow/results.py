@@ -34,7 +34,7 @@ CALIBRATION = Path("docs/results/calibration.json")
 BENCH = Path("benchmarks/results/cpu-2026-12-02.json")
 CLAMP_COST = Path("benchmarks/results/clamp-cost-cpu-2026-12-02.json")
 HVP_CHOICE = Path("benchmarks/results/hvp-choice-cpu-2026-12-02.json")
-PAPER_SCALE = Path("benchmarks/results/paper-scale-estimate-2026-12-02.json")
+PAPER_SCALE = Path("benchmarks/results/paper-scale-estimate-2026-12-06.json")
 _BLOCK = re.compile(r"(<!-- results:(?P<name>[a-z_-]+) -->\n)(?P<body>.*?)(<!-- /results:(?P=name) -->)", re.S)
 
 
