@@ -79,29 +79,29 @@ def relative_unit(cfg: dict, exp: str) -> tuple[str, list[int]]:
     return cfg["fig5"]["lr_unit"], [int(s) for s in cfg["fig5"]["seeds"]]
 
 
-def one_eta_problems(block: dict, key: str) -> list[str]:
-    """A one-η block (fig2, fig12) gives its η exactly once: absolute (``lr``) or as a multiple of
-    each seed's stability limit (``lr_relative``)."""
-    given = [k for k in ("lr", "lr_relative") if block.get(k) is not None]
+def _exactly_one(block: dict, key: str, absolute: str, relative: str, what: str, relative_what: str) -> list[str]:
+    """``block`` gives ``absolute`` or ``relative`` exactly once (config files merge key by key, so
+    setting one in another file leaves config/config.yaml's other in place)."""
+    given = [k for k in (absolute, relative) if block.get(k) is not None]
     if len(given) == 1:
         return []
     if not given:
-        return [f"config key {key}: no learning rate; set {key}.lr (absolute) or {key}.lr_relative "
-                "(a multiple of each seed's stability limit eta_eos)"]
-    return [f"config key {key}: both lr and lr_relative are set (config files merge key by key: "
-            f"config/config.yaml sets {key}.lr_relative); keep one and set the other to null"]
+        return [f"config key {key}: no {what}; set {key}.{absolute} (absolute) or {key}.{relative} ({relative_what})"]
+    return [f"config key {key}: both {absolute} and {relative} are set (config files merge key by key: "
+            f"config/config.yaml sets {key}.{relative}); keep one and set the other to null"]
+
+
+def one_eta_problems(block: dict, key: str) -> list[str]:
+    """A one-η block (fig2, fig12) gives its η exactly once: absolute (``lr``) or as a multiple of
+    each seed's stability limit (``lr_relative``)."""
+    return _exactly_one(block, key, "lr", "lr_relative", "learning rate",
+                        "a multiple of each seed's stability limit eta_eos")
 
 
 def grid_problems(block: dict, key: str) -> list[str]:
     """An η grid is given exactly once: absolute (``lrs``) or relative (``lrs_relative``)."""
-    given = [k for k in ("lrs", "lrs_relative") if block.get(k) is not None]
-    if len(given) == 1:
-        return []
-    if not given:
-        return [f"config key {key}: no learning rates; set {key}.lrs (absolute) or {key}.lrs_relative "
-                "(multiples of the stability limit eta_eos)"]
-    return [f"config key {key}: both lrs and lrs_relative are set (config files merge key by key: "
-            f"config/config.yaml sets {key}.lrs_relative); keep one and set the other to null"]
+    return _exactly_one(block, key, "lrs", "lrs_relative", "learning rates",
+                        "multiples of the stability limit eta_eos")
 
 
 def experiment_problems(cfg: dict, given: dict, schema: dict) -> list[str]:
