@@ -108,7 +108,7 @@ def _effect(kind: str, v: np.ndarray, bound: float, sizes, op: str) -> tuple[flo
     if kind == "median":
         # the seeds on the claim's side counted as the sign test counts them (a value at the bound
         # meets ``>=``/``<=``, not ``>``/``<``); shrunk toward 1/2: 3 of 3 is not certainty
-        k = int({"<": v < bound, "<=": v <= bound, ">": v > bound, ">=": v >= bound}[op].sum())
+        k = int(P.meets(v, op, bound).sum())
         return (max(k, v.size - k) + 0.5) / (v.size + 1.0), {}
     spread = float(v.std(ddof=1)) if v.size > 1 else None
     return abs(float(v.mean())), {"block_size": int(round(np.mean(list(sizes)))), "spread": spread}
@@ -144,8 +144,7 @@ def decide(values, op: str, bound: float, kind: str = "median", *, sizes=None, m
         if n != 1:
             return Decision("undetermined", None, None, None, reason=f"an exact claim needs one value, had {n}",
                             **base)
-        ok = {"<": v[0] < bound, "<=": v[0] <= bound, ">": v[0] > bound, ">=": v[0] >= bound}[op]
-        return Decision("holds" if ok else "fails", float(v[0]), None, None, **base)
+        return Decision("holds" if P.meets(v[0], op, bound) else "fails", float(v[0]), None, None, **base)
     value = None if n == 0 else float(np.median(v) if kind == "median" else np.mean(v))
     if n < max(minimum, 1):
         return Decision("undetermined", value, None, max(minimum, 1), needed_note=f"at least {minimum} seeds",
@@ -212,21 +211,22 @@ def decide_family(decisions: dict, rule: str) -> tuple[str, object, str]:
     m = len(decisions)
     if m == 0:
         return "undetermined", None, "no option had values"
-    ph = {k: (d.p_holds if d.p_holds is not None else 1.0) for k, d in decisions.items()}
-    pf = {k: (d.p_fails if d.p_fails is not None else 1.0) for k, d in decisions.items()}
-    exact = all(d.kind == "exact" for d in decisions.values())
-    if exact:  # no p-values: an exact option is decided by its one value (no error to correct)
+    if all(d.kind == "exact" for d in decisions.values()):
+        # no p-values: an exact option is decided by its one value (p 0 or 1: no error to correct)
         ph = {k: 0.0 if d.holds else 1.0 for k, d in decisions.items()}
         pf = {k: 0.0 if d.verdict == "fails" else 1.0 for k, d in decisions.items()}
+    else:
+        ph = {k: (d.p_holds if d.p_holds is not None else 1.0) for k, d in decisions.items()}
+        pf = {k: (d.p_fails if d.p_fails is not None else 1.0) for k, d in decisions.items()}
     if rule == "some":
         best = min(ph, key=ph.get)
-        if (decisions[best].holds if exact else ph[best] <= P.ALPHA / m):
+        if ph[best] <= P.ALPHA / m:
             return "holds", best, f"option {best} holds at alpha/{m} (Holm)"
         if all(d.verdict == "fails" for d in decisions.values()):
             return "fails", max(pf, key=pf.get), "every option fails"
         return "undetermined", best, f"no option holds at alpha/{m} (Holm), and not every option fails"
     worst = min(pf, key=pf.get)
-    if (decisions[worst].verdict == "fails" if exact else pf[worst] <= P.ALPHA / m):
+    if pf[worst] <= P.ALPHA / m:
         return "fails", worst, f"option {worst} fails at alpha/{m} (Holm)"
     if all(d.holds for d in decisions.values()):
         return "holds", max(ph, key=ph.get), "every option holds"

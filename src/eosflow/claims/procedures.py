@@ -34,12 +34,13 @@ from __future__ import annotations
 import functools
 import itertools
 import math
+import operator
 
 import numpy as np
 from scipy import stats
 from scipy.signal import fftconvolve
 
-__all__ = ["ALPHA", "POWER", "MAX_SEEDS", "KINDS", "OPS", "success_side", "signflip", "sign_test", "sign_test_op", "block_spearman", "spearman_null",
+__all__ = ["ALPHA", "POWER", "MAX_SEEDS", "KINDS", "OPS", "success_side", "meets", "signflip", "sign_test", "sign_test_op", "block_spearman", "spearman_null",
            "rank_test", "power", "smallest_effect", "needed_seeds", "min_deciding_seeds"]
 
 #: One-sided level of every procedure: ``holds`` (and ``fails``) each at most 2.5 % under the null.
@@ -60,6 +61,15 @@ def success_side(op: str) -> int:
     if op not in OPS:
         raise ValueError(f"unknown comparison {op!r}; allowed: {list(OPS)}")
     return 1 if op in (">", ">=") else -1
+
+
+_COMPARE = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
+
+
+def meets(x, op: str, bound: float):
+    """``x <op> bound`` (element-wise for arrays)."""
+    success_side(op)
+    return _COMPARE[op](x, bound)
 
 
 # --------------------------------------------------------------------------- sign-flip (mean, paired)
@@ -128,8 +138,7 @@ def sign_test_op(x, op: str, bound: float) -> tuple[float, float]:
     the comparison against Binomial(n, 1/2), and the others likewise. A value at the bound counts for
     ``>=``/``<=`` and against ``>``/``<`` (an integer count "at least 3" is met by 3)."""
     x = np.asarray(x, dtype=np.float64)
-    ok = {"<": x < bound, "<=": x <= bound, ">": x > bound, ">=": x >= bound}[op]
-    n, k = x.size, int(ok.sum())
+    n, k = x.size, int(meets(x, op, bound).sum())
     return float(_binom_tail(n, k)), float(_binom_tail(n, n - k))
 
 

@@ -23,7 +23,7 @@ from ..files import json_safe, write_json
 from .procedures import ALPHA, KINDS, OPS, min_deciding_seeds
 from .record import VERDICTS, Claim
 
-__all__ = ["Registry", "REGISTRY", "load_registry", "claim", "family_claim", "entry", "write_claims"]
+__all__ = ["Registry", "REGISTRY", "load_registry", "claim", "family_claim", "write_claims"]
 
 
 @dataclass(frozen=True)
@@ -68,10 +68,6 @@ def load_registry(text: str | None = None) -> Registry:
 
 
 REGISTRY = load_registry()
-
-
-def entry(claim_id: str) -> dict:
-    return REGISTRY[claim_id]
 
 
 def _threshold(e: dict) -> str:
