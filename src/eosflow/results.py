@@ -35,6 +35,7 @@ BENCH = Path("benchmarks/results/cpu-2026-12-02.json")
 CLAMP_COST = Path("benchmarks/results/clamp-cost-cpu-2026-12-02.json")
 HVP_CHOICE = Path("benchmarks/results/hvp-choice-cpu-2026-12-02.json")
 PAPER_SCALE = Path("benchmarks/results/paper-scale-estimate-2026-12-06.json")
+PERTURBED = Path("docs/results/perturbed.json")
 _BLOCK = re.compile(r"(<!-- results:(?P<name>[a-z_-]+) -->\n)(?P<body>.*?)(<!-- /results:(?P=name) -->)", re.S)
 
 
@@ -130,7 +131,7 @@ def _f(x, digits: int = 3) -> str:
         return "–"
     if isinstance(x, str):
         return x
-    if isinstance(x, bool) or isinstance(x, int):
+    if isinstance(x, int):  # bool included
         return str(x)
     return f"{x:.{digits}g}"
 
@@ -278,9 +279,6 @@ def render_paper_scale(root: Path) -> str:
             f"for an MLP and did not commit: an upper bound, not a measurement).\n")
 
 
-PERTURBED = Path("docs/results/perturbed.json")
-
-
 def verdict_changes(a: dict, b: dict) -> list[dict]:
     """The claims of snapshot ``a`` matched in ``b`` by figure, id and name, with both verdicts and
     whether a change is acceptable: never between holds and fails; to or from undetermined only for a
@@ -347,10 +345,12 @@ def check_readme(readme: Path = Path("README.md"), root: Path | None = None) -> 
 
 def write_readme(readme: Path = Path("README.md")) -> list[str]:
     """Rewrite the README's generated blocks; returns the names of those that changed."""
-    changed = check_readme(readme)
+    text = Path(readme).read_text()
+    new = render_readme(text, Path(readme).resolve().parent)
+    changed = [a.group("name") for a, b in zip(_BLOCK.finditer(text), _BLOCK.finditer(new))
+               if a.group("body") != b.group("body")]
     if changed:
-        text = Path(readme).read_text()
-        Path(readme).write_text(render_readme(text, Path(readme).resolve().parent))
+        Path(readme).write_text(new)
     return changed
 
 

@@ -54,6 +54,9 @@ OPS = ("<", "<=", ">", ">=")
 #: Sign-flip sets of up to 2**EXACT_BITS sign patterns are enumerated; larger ones are sampled.
 EXACT_BITS = 16
 _SAMPLES = 1 << 16
+#: Blocks of up to this many runs have their exact null enumerated; a larger block makes the test
+#: a Monte-Carlo permutation test (:func:`_rank_test_sampled`).
+EXACT_BLOCK = 9
 
 
 def success_side(op: str) -> int:
@@ -163,7 +166,6 @@ def block_spearman(x, y, seed: int = 0) -> tuple[float, int]:
     return float(1.0 - 6.0 * ((rx - ry) ** 2).sum() / (n * (n * n - 1))), n
 
 
-
 @functools.lru_cache(maxsize=16)
 def spearman_null(m: int) -> tuple[np.ndarray, np.ndarray]:
     """(D values, probabilities): the exact null distribution of ``D = sum (rank difference)^2`` of
@@ -233,11 +235,6 @@ def rank_test(r, sizes, alpha: float = ALPHA) -> dict:
     n = r.shape[0]
     return {"p_above": np.minimum(p_above, 1.0), "p_below": np.minimum(p_below, 1.0),
             "lo": np.full(n, lo), "hi": np.full(n, hi)}
-
-
-#: Blocks of up to this many runs have their exact null enumerated; a larger block makes the test
-#: a Monte-Carlo permutation test (:func:`_rank_test_sampled`).
-EXACT_BLOCK = 9
 
 
 @functools.lru_cache(maxsize=16)
