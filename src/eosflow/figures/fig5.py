@@ -71,11 +71,16 @@ def seed_means(ds: xr.Dataset) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             np.array(sd))
 
 
+def limit_ratio(lr: np.ndarray, eos: np.ndarray) -> np.ndarray:
+    """η₀ / η_eos of each run against its own seed's limit (NaN or inf where the limit is unknown)."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return lr / eos
+
+
 def sides(lr: np.ndarray, eos: np.ndarray, at_limit: float = AT_LIMIT) -> tuple[np.ndarray, np.ndarray]:
     """(above, below) masks of runs against their own seed's limit; runs within ``at_limit``
     (relative) of it, and runs without a measured limit, are on neither side."""
-    with np.errstate(invalid="ignore", divide="ignore"):
-        ratio = lr / eos
+    ratio = limit_ratio(lr, eos)
     return ratio > 1 + at_limit, ratio < 1 - at_limit
 
 
@@ -98,8 +103,7 @@ def seed_table(ds: xr.Dataset) -> list[dict]:
     """
     lr, acc, eos = ds["lr"].values.astype(float), accuracy(ds), ds["eta_eos"].values.astype(float)
     above, below = sides(lr, eos)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        ratio = lr / eos
+    ratio = limit_ratio(lr, eos)
     rows = []
     for seed in np.unique(ds["seed"].values):
         one = ds["seed"].values == seed
@@ -114,7 +118,7 @@ def seed_table(ds: xr.Dataset) -> list[dict]:
         rows.append({"seed": int(seed), "runs_above": int(up.size), "runs_below": int(down.size), "k": int(k),
                      "gain": float(acc[near_up].max() - acc[near_down].max()) if k else None,
                      # a best run within at_limit of the limit is at the limit (1): on neither side
-                     "best_ratio": (1.0 if abs(ratio[i] - 1) <= AT_LIMIT else float(ratio[i]))
+                     "best_ratio": (float(ratio[i]) if above[i] or below[i] else 1.0)
                      if math.isfinite(ratio[i]) else None,
                      "falloff": float(acc[j] - np.median(acc[others])) if others.size else None})
     return rows
