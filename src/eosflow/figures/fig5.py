@@ -84,6 +84,18 @@ def sides(lr: np.ndarray, eos: np.ndarray, at_limit: float = AT_LIMIT) -> tuple[
     return ratio > 1 + at_limit, ratio < 1 - at_limit
 
 
+def nearest_gain(acc: np.ndarray, key: np.ndarray, upper: np.ndarray, lower: np.ndarray) -> tuple[int, float | None]:
+    """(k, gain): k the smaller of the two index sets' sizes; the best ``acc`` among the k of ``upper``
+    with the smallest ``key`` minus the best among the k of ``lower`` with the largest (the k runs on
+    each side nearest the boundary between them; ties in ``key`` in index order); None when k = 0."""
+    k = min(upper.size, lower.size)
+    if not k:
+        return 0, None
+    near_up = upper[np.argsort(key[upper], kind="stable")][:k]
+    near_down = lower[np.argsort(-key[lower], kind="stable")][:k]
+    return k, float(acc[near_up].max() - acc[near_down].max())
+
+
 def _best(idx: np.ndarray, acc: np.ndarray, lr: np.ndarray) -> int:
     """The run of ``idx`` with the best accuracy; ties: the smaller η₀."""
     top = idx[acc[idx] == acc[idx].max()]
@@ -109,14 +121,12 @@ def seed_table(ds: xr.Dataset) -> list[dict]:
         one = ds["seed"].values == seed
         idx = np.flatnonzero(one)
         up, down = np.flatnonzero(one & above), np.flatnonzero(one & below)
-        k = min(up.size, down.size)
-        near_up = up[np.argsort(ratio[up], kind="stable")][:k]
-        near_down = down[np.argsort(-ratio[down], kind="stable")][:k]
+        k, gain = nearest_gain(acc, ratio, up, down)
         i = _best(idx, acc, lr)
         j = int(idx[np.argmax(lr[idx])])
         others = idx[idx != j]
         rows.append({"seed": int(seed), "runs_above": int(up.size), "runs_below": int(down.size), "k": int(k),
-                     "gain": float(acc[near_up].max() - acc[near_down].max()) if k else None,
+                     "gain": gain,
                      # a best run within at_limit of the limit is at the limit (1): on neither side
                      "best_ratio": (float(ratio[i]) if above[i] or below[i] else 1.0)
                      if math.isfinite(ratio[i]) else None,

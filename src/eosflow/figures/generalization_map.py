@@ -34,7 +34,7 @@ from ..claims import REGISTRY, Claim, claim
 from ..claims.procedures import min_deciding_seeds
 from .ablation import pair_runs, paired_claim
 from .common import finish, new_figure
-from .fig5 import accuracy, setting_claims
+from .fig5 import accuracy, nearest_gain, setting_claims
 
 __all__ = ["STATISTICS", "measured_table", "measured_claim", "cell_claims", "make_map"]
 
@@ -60,11 +60,8 @@ def measured_table(ds: xr.Dataset) -> list[dict]:
     for seed in np.unique(ds["seed"].values):
         one = ds["seed"].values == seed
         st, un = np.flatnonzero(one & (cls == "stable")), np.flatnonzero(one & (cls == "unstable"))
-        k = min(st.size, un.size)
-        low_un = un[np.argsort(lr[un], kind="stable")][:k]
-        high_st = st[np.argsort(-lr[st], kind="stable")][:k]
-        rows.append({"seed": int(seed), "stable": int(st.size), "unstable": int(un.size), "k": int(k),
-                     "gain": float(acc[low_un].max() - acc[high_st].max()) if k else None})
+        k, gain = nearest_gain(acc, lr, un, st)
+        rows.append({"seed": int(seed), "stable": int(st.size), "unstable": int(un.size), "k": k, "gain": gain})
     return rows
 
 
