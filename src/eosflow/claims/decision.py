@@ -21,7 +21,7 @@ not help). No torch here.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -68,12 +68,6 @@ class Decision:
     @property
     def holds(self) -> bool:
         return self.verdict == "holds"
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["interval"] = None if self.interval is None else list(self.interval)
-        d["values"] = list(self.values)
-        return d
 
 
 def _clean(values, keep_infinite: bool = False) -> np.ndarray:
