@@ -170,8 +170,9 @@ def make_fig7(ds: xr.Dataset, pdf_path, png_path, claims_path, k: int | None = N
             "training (1 = unchanged, 0 = orthogonal); mean ± sd over seeds per grid point. A relative sweep's "
             "rows are multiples η₀/η_eos of each seed's own limit (η₀ differs between seeds: its range "
             "is shown).\n"
-            "Diverged runs are excluded from the panels, the table and the claims, and counted. "
-            "Claims: per seed, Spearman of η₀/η_eos with 1 − ρ (> 0) and with S_final (< 0) over its usable runs "
+            "Diverged runs are not drawn or tabulated, and are counted; in the claims they count against the claim "
+            "(1 − ρ = −∞, S_final = +∞). Claims: per seed, Spearman of η₀/η_eos with 1 − ρ (> 0) and with S_final "
+            "(< 0) over its runs "
             f"(a seed counts with ≥ {min_runs}); the mean over seeds, decided by the stratified permutation test "
             "(each seed's correlation against its exact null; decides at 3 seeds for strong effects): "
             + "; ".join(f"{c.name}: {_fmt(c.value, 2)} ({c.verdict})" for c in claims))
