@@ -111,7 +111,9 @@ def experiment_problems(cfg: dict, given: dict, schema: dict) -> list[str]:
     left to its defaults names ``fmnist_mlp``: it is checked where its figure is requested)."""
     problems = []
     for name, s in cfg["settings"].items():
-        arch = s["model"]["arch"]
+        arch = s["model"].get("arch")
+        if arch is None:  # a user's network: eosflow.config.usercode checks it
+            continue
         extra = sorted(set(s["model"]) - MODEL_KEYS[arch])
         if extra:
             problems.append(f"config key settings.{name}.model: {extra} do not apply to arch {arch!r}; "

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .datasets import dataset_problems
 from .experiments import experiment_problems
 from .flattening import flattening_problems
 from .optimizers import optimizer_config_problems
 from .schema import ConfigError, apply_schema, load_schema, read_yaml
+from .usercode import model_loss_problems
 
 __all__ = ["validate_config", "load_config"]
 
@@ -27,8 +29,8 @@ def validate_config(config: dict, schema: dict | None = None) -> dict:
     """
     schema = schema or load_schema()
     cfg = apply_schema(config, schema)
-    problems = (experiment_problems(cfg, config, schema) + optimizer_config_problems(cfg, config)
-                + flattening_problems(cfg))
+    problems = (dataset_problems(cfg) + model_loss_problems(cfg, config) + experiment_problems(cfg, config, schema)
+                + optimizer_config_problems(cfg, config) + flattening_problems(cfg))
     if problems:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
     return cfg
