@@ -13,8 +13,8 @@ forward mode (``torch.func.jvp``) runs generic formulas for the derivative of ea
 kernel (measurements: ``benchmarks/engine_choice.py``).
 
 Supported: ``nn.Sequential`` (nested allowed) of ``Linear``, ``Conv2d`` (zero padding given as
-numbers), ``BatchNorm1d/2d`` without running statistics (batch statistics always, as eosflow
-builds them), elementwise activations (:data:`ACTIVATIONS`), ``MaxPool2d``, ``AvgPool2d``,
+numbers), ``BatchNorm1d/2d`` with batch statistics (an objective's ``batch_norm="batch"``
+policy, as eosflow builds them), elementwise activations (:data:`ACTIVATIONS`), ``MaxPool2d``, ``AvgPool2d``,
 ``AdaptiveAvgPool2d``, ``Flatten`` and ``Identity``; the cross-entropy and MSE losses of
 :mod:`eosflow.objective`. :func:`rop_unsupported_reason` says why a model does not qualify;
 :func:`eosflow.spectral.hvp_operator` then falls back to double backward.
@@ -50,14 +50,14 @@ def _leaves(model: nn.Module, prefix: str = "") -> list[tuple[str, nn.Module]]:
     return [(prefix, model)]
 
 
-def _layer_problem(m: nn.Module) -> str | None:
+def _layer_problem(m: nn.Module, batch_norm: str = "batch") -> str | None:
     if isinstance(m, nn.Conv2d):
         if isinstance(m.padding, str) or m.padding_mode != "zeros":
             return f"{m}: only zero padding given as numbers"
         return None
     if isinstance(m, nn.modules.batchnorm._BatchNorm):
-        if m.track_running_stats:
-            return f"{m}: running statistics (eosflow builds BatchNorm with track_running_stats=False)"
+        if batch_norm != "batch":
+            return f"{m}: running statistics (batch_norm={batch_norm!r}); the rule here is for batch statistics"
         return None
     if isinstance(m, nn.MaxPool2d):
         return f"{m}: return_indices" if m.return_indices else None
@@ -66,20 +66,22 @@ def _layer_problem(m: nn.Module) -> str | None:
     return f"{type(m).__name__} has no R-operator rule"
 
 
-def rop_unsupported_reason(model: nn.Module) -> str | None:
-    """None when :class:`RopHVP` handles ``model``, else why not (the first layer it cannot)."""
+def rop_unsupported_reason(model: nn.Module, batch_norm: str = "batch") -> str | None:
+    """None when :class:`RopHVP` handles ``model``, else why not (the first layer it cannot).
+    ``batch_norm``: the objective's BatchNorm policy (the rule here normalises with the batch's
+    statistics, the ``"batch"`` policy, whatever the layer's ``track_running_stats``)."""
     if not isinstance(model, nn.Sequential):
         return f"{type(model).__name__} is not an nn.Sequential"
     for _, m in _leaves(model):
-        problem = _layer_problem(m)
+        problem = _layer_problem(m, batch_norm)
         if problem:
             return problem
     return None
 
 
-def rop_supported(model: nn.Module) -> bool:
+def rop_supported(model: nn.Module, batch_norm: str = "batch") -> bool:
     """Whether :class:`RopHVP` can differentiate ``model`` (see :func:`rop_unsupported_reason`)."""
-    return rop_unsupported_reason(model) is None
+    return rop_unsupported_reason(model, batch_norm) is None
 
 
 # -- the layers ---------------------------------------------------------------------------------
@@ -394,7 +396,9 @@ class RopHVP(HessianOperator):
     product = "rop"
 
     def __init__(self, objective, theta: Tensor, max_bytes: int = DEFAULT_PRIMAL_CACHE_BYTES):
-        reason = rop_unsupported_reason(objective.model)
+        reason = rop_unsupported_reason(objective.model, getattr(objective, "batch_norm", "batch"))
+        if reason is None and getattr(objective, "loss_name", None) not in ("ce", "mse"):
+            reason = f"loss {getattr(objective, 'loss_fn', '?')}: the rule here is for eosflow's 'ce' and 'mse'"
         if reason:
             raise ValueError(f"RopHVP: {reason}")
         super().__init__(objective, theta)

@@ -54,7 +54,8 @@ def hvp_operator(objective, theta: Tensor, kind: str = "auto", block_size: int =
         gpu_blocks = block_size > 1 and theta.device.type == "cuda" and getattr(objective, "hvp_mode", None) == "fwdrev"
         if gpu_blocks or not isinstance(objective, ChunkedLoss):
             kind = "objective"
-        elif hasattr(objective, "model") and hasattr(objective, "loss_name") and rop_supported(objective.model):
+        elif (getattr(objective, "loss_name", None) in ("ce", "mse") and hasattr(objective, "model")
+              and rop_supported(objective.model, getattr(objective, "batch_norm", "batch"))):
             kind = "rop"
         else:
             kind = "cached"

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 from torch.func import grad_and_value, vmap
 
-from ..objective import Objective, per_example_loss
+from ..objective import Objective
 from .optimizers import Optimizer
 
 __all__ = ["ObjectiveStepper", "BatchedStepper", "check_batchable"]
@@ -76,6 +76,9 @@ class ObjectiveStepper:
         obj = self.objective
         if hasattr(obj, "batch_grad"):
             return obj.batch_grad(theta, idx)
+        if obj.x is None:
+            raise ValueError("a minibatch optimizer draws its batches from tensors x, y; this objective reads a "
+                             "loader (pass the data as tensors for SGD/Adam runs)")
         x, y, cs = obj.x[idx], obj.y[idx], obj.chunk_size
         g = None
         for i in range(0, x.shape[0], cs):
@@ -116,11 +119,7 @@ class BatchedStepper:
         self.obj = objective
         self._gv = vmap(grad_and_value(objective.sum_loss_correct, has_aux=True), in_dims=(0, None, None))
 
-        def sum_loss_correct(theta, x, y):
-            logits = objective.logits(theta, x)
-            return per_example_loss(logits, y, objective.loss_name).sum(), (logits.argmax(-1) == y).sum()
-
-        self._eval = vmap(sum_loss_correct, in_dims=(0, None, None))
+        self._eval = vmap(objective.sum_loss_correct, in_dims=(0, None, None))
         self._lrs: list[float] | None = None
         self._lr: Tensor | None = None
 
@@ -143,7 +142,8 @@ class BatchedStepper:
                            g.norm(dim=1).double(), torch.isfinite(g).all(dim=1).double()]).tolist()
         nc = len(ls)
         losses = [_chunk_sum(stats, 0, nc, k, j) / obj.n for j in range(k)]
-        accs = [int(_chunk_sum(stats, nc, nc, k, j, as_int=True)) / obj.n for j in range(k)]
+        accs = [int(_chunk_sum(stats, nc, nc, k, j, as_int=True)) / obj.n if obj.has_accuracy else float("nan")
+                for j in range(k)]
         gnorm = stats[2 * nc * k:(2 * nc + 1) * k]
         finite = [bool(v) for v in stats[(2 * nc + 1) * k:]]
         return losses, accs, gnorm, finite, g
