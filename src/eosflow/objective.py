@@ -24,12 +24,15 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call, grad, jvp, vmap
 
 from .losses import BUILTIN_LOSSES, Loss, resolve_loss
+
+log = logging.getLogger(__name__)
 
 #: eosflow's own losses (``"ce"``, ``"mse"``); :func:`eosflow.losses.resolve_loss` takes any other.
 LOSSES = BUILTIN_LOSSES
@@ -391,21 +394,41 @@ class Objective:
             (hv,) = torch.autograd.grad(g, t, grad_outputs=v)
         return hv
 
+    def _forward_ad_missing(self, err: NotImplementedError) -> bool:
+        """A layer or loss without a forward-mode derivative (e.g. ``huber_loss_backward``): this
+        objective switches to double backward for good, with a warning, and the product is redone."""
+        if self.hvp_mode != "fwdrev" or "forward AD" not in str(err):
+            return False
+        log.warning("forward-over-reverse HVP unavailable (%s); this objective uses double backward",
+                    str(err).splitlines()[0])
+        self.hvp_mode = "revrev"
+        return True
+
     def hvp(self, theta: Tensor, v: Tensor) -> Tensor:
         """Hessian-vector product ``∇²L(θ) v``."""
-        out = torch.zeros_like(theta)
-        for xc, yc in self.chunks():
-            out += self._hvp_chunk(theta, v, xc, yc).detach()
+        try:
+            out = torch.zeros_like(theta)
+            for xc, yc in self.chunks():
+                out += self._hvp_chunk(theta, v, xc, yc).detach()
+        except NotImplementedError as e:
+            if not self._forward_ad_missing(e):
+                raise
+            return self.hvp(theta, v)
         return out / self.n
 
     def hvp_batch(self, theta: Tensor, vs: Tensor) -> Tensor:
         """HVPs for the rows of ``vs`` (shape ``(m, P)``); ``vmap``-batched in fwdrev mode."""
         if self.hvp_mode != "fwdrev":
             return torch.stack([self.hvp(theta, v) for v in vs])
-        out = torch.zeros_like(vs)
-        for xc, yc in self.chunks():
-            f = lambda v, xc=xc, yc=yc: self._hvp_chunk(theta, v, xc, yc)  # noqa: E731
-            out += vmap(f)(vs).detach()
+        try:
+            out = torch.zeros_like(vs)
+            for xc, yc in self.chunks():
+                f = lambda v, xc=xc, yc=yc: self._hvp_chunk(theta, v, xc, yc)  # noqa: E731
+                out += vmap(f)(vs).detach()
+        except NotImplementedError as e:
+            if not self._forward_ad_missing(e):
+                raise
+            return self.hvp_batch(theta, vs)
         return out / self.n
 
     @torch.no_grad()
