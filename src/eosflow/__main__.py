@@ -4,7 +4,8 @@
 ``check-config`` validates ``config/config.yaml`` (when the current folder has one, as in a
 checkout of the workflow; ``--default`` names another) merged with the given files, as
 ``snakemake --configfile`` merges them, and prints the first problems with the file, line and
-key, or ``ok``. Snakemake's own message for malformed YAML does not name the file; this does.
+key, or ``ok``; ``--deep`` also builds each user setting's network and runs it with its loss on
+its dataset's shapes (:mod:`eosflow.jobs.check`). Snakemake's own message for malformed YAML does not name the file; this does.
 
 ``bench`` times the Hessian eigen-solvers against scipy and hessian-eigenthings (see
 :mod:`eosflow.bench`, imported only by this command; ``--quick`` for a tiny run, ``--memory``
@@ -55,6 +56,8 @@ def main(argv=None) -> int:
     sub = p.add_subparsers(dest="cmd", required=True)
     c = sub.add_parser("check-config", help="validate config/config.yaml merged with FILEs")
     c.add_argument("files", nargs="*")
+    c.add_argument("--deep", action="store_true",
+                   help="also build each user setting's network and run it with its loss on its data's shapes (torch)")
     c.add_argument("--default", default=None,
                    help=f"the base config (default: {DEFAULT_CONFIG} when it exists here, else none)")
     sub.add_parser("bench", help="benchmark the Hessian eigen-solvers (python -m eosflow bench --help)")
@@ -63,10 +66,17 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     default = args.default or (DEFAULT_CONFIG if Path(DEFAULT_CONFIG).exists() else None)
     try:
-        check_config(args.files, default)
+        cfg = check_config(args.files, default)
     except ConfigError as e:
         print(f"eosflow: {e}", file=sys.stderr)
         return 1
+    if args.deep:
+        from .jobs.check import check_settings
+
+        problems = check_settings(cfg)
+        if problems:
+            print("eosflow: invalid configuration:\n  " + "\n  ".join(problems), file=sys.stderr)
+            return 1
     print("ok")
     return 0
 

@@ -13,6 +13,7 @@ normalisation with the configured ``chunk_size``), and no running buffer is muta
 
 from __future__ import annotations
 
+import inspect
 import math
 
 import torch
@@ -125,6 +126,8 @@ def build_model(spec: dict, input_shape, n_classes: int, seed: int, perturb: flo
     parameter times ``1 + perturb * s`` with ``s = ±1`` drawn from ``seed`` (:func:`perturb_`).
     """
     spec = dict(spec)
+    if "arch" not in spec:
+        return build_user_model(spec, input_shape, n_classes, seed, perturb)
     arch = spec.pop("arch")
     init = spec.pop("init", "lecun")
     if init not in INITS:
@@ -147,6 +150,84 @@ def build_model(spec: dict, input_shape, n_classes: int, seed: int, perturb: flo
     finally:
         torch.random.set_rng_state(gen_state)
     return model
+
+
+def _factory_call(fn, kwargs: dict, input_shape, n_classes: int, what: str):
+    """``fn(**kwargs)``, adding ``input_shape`` and ``n_classes`` / ``num_classes`` where ``fn``
+    takes them and ``kwargs`` does not give them."""
+    kwargs = dict(kwargs)
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        params = {}
+    for name, value in (("input_shape", tuple(input_shape)), ("n_classes", n_classes), ("num_classes", n_classes)):
+        if name in params and name not in kwargs:
+            kwargs[name] = value
+    try:
+        return fn(**kwargs)
+    except Exception as e:
+        raise ValueError(f"{what}: calling it with {kwargs} failed: {type(e).__name__}: {e}") from e
+
+
+def build_user_model(spec: dict, input_shape, n_classes: int, seed: int, perturb: float = 0.0,
+                     what: str = "model") -> nn.Module:
+    """A user's network: ``spec["factory"]`` (``"pkg.module:function"`` or ``"file.py:function"``,
+    a function or ``nn.Module`` class called with ``spec["kwargs"]``, plus ``input_shape``,
+    ``n_classes`` / ``num_classes`` where it takes them and the kwargs do not), or
+    ``spec["torchvision"]``, a torchvision classification model by name (``weights=None``,
+    ``num_classes`` = the data's classes, then the kwargs). Built under ``seed`` with its own
+    initialisation; ``spec["init"] = "lecun"`` re-initialises its Linear and Conv2d layers as
+    eosflow's own nets. ``what`` names the config key in errors."""
+    from .losses import load_object
+
+    kwargs = dict(spec.get("kwargs") or {})
+    gen_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        if "factory" in spec:
+            fn = load_object(spec["factory"], f"{what}.factory")
+            if not callable(fn):
+                raise ValueError(f"{what}.factory: {spec['factory']} is a {type(fn).__name__}, not a function or class")
+            model = _factory_call(fn, kwargs, input_shape, n_classes, f"{what}.factory {spec['factory']}")
+        elif "torchvision" in spec:
+            import torchvision
+
+            name = spec["torchvision"]
+            if name not in torchvision.models.list_models(module=torchvision.models):
+                raise ValueError(f"{what}.torchvision: {name!r} is not a torchvision classification model; allowed: "
+                                 f"{', '.join(torchvision.models.list_models(module=torchvision.models))}")
+            kwargs.setdefault("num_classes", n_classes)
+            try:
+                model = torchvision.models.get_model(name, weights=None, **kwargs)
+            except Exception as e:
+                raise ValueError(f"{what}.torchvision: {name}({kwargs}) failed: {type(e).__name__}: {e}") from e
+        else:
+            raise ValueError(f"{what}: needs arch (mlp, cnn, vgg), factory or torchvision")
+        if not isinstance(model, nn.Module):
+            raise ValueError(f"{what}.factory: {spec['factory']} returned {type(model).__name__}, not a torch.nn.Module")
+        if spec.get("init") == "lecun":
+            lecun_init_(model)
+        if perturb:
+            perturb_(model, perturb, seed)
+    finally:
+        torch.random.set_rng_state(gen_state)
+    return model
+
+
+def model_provenance(spec: dict) -> dict:
+    """What a cube records about a user's network: the factory's qualified name and the sha256 of
+    its source file, or the torchvision model and version (empty for eosflow's own)."""
+    from .losses import load_object, qualified_name, source_hash
+
+    if "factory" in spec:
+        fn = load_object(spec["factory"], "model.factory")
+        return {"model_factory": spec["factory"], "model_qualname": qualified_name(fn),
+                "model_source_sha256": source_hash(fn) or ""}
+    if "torchvision" in spec:
+        import torchvision
+
+        return {"model_torchvision": spec["torchvision"], "torchvision_version": torchvision.__version__}
+    return {}
 
 
 def perturb_(model: nn.Module, delta: float, seed: int) -> nn.Module:

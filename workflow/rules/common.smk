@@ -13,6 +13,7 @@ _env["PYTHONPATH"] = os.pathsep.join(p for p in (_SRC, _env.get("PYTHONPATH", ""
 
 from snakemake.exceptions import WorkflowError  # noqa: E402
 from eosflow.config import ConfigError, EXPERIMENTS, load_schema, validate_config  # noqa: E402
+from eosflow.config.datasets import DATASET_TAG_PATTERN  # noqa: E402
 from eosflow.config.optimizers import OPT_FIGURES  # noqa: E402
 from eosflow.config.tags import WILDCARDS  # noqa: E402
 from eosflow.heap import HEAP_ENV  # noqa: E402
@@ -28,6 +29,35 @@ except ConfigError as _err:
     raise WorkflowError(f"eosflow: {_err}\nFix the key in config/config.yaml (or your --configfile).") from None
 config.clear()
 config.update(_validated)
+
+
+def _deep_check(cfg):
+    """A user's network, loss and data checked with torch before any job: in a subprocess, as
+    parsing imports no torch (python -m eosflow check-config --deep; eosflow.jobs.check)."""
+    import json
+    import subprocess
+    import tempfile
+
+    from eosflow.config.usercode import needs_deep_check
+
+    if not needs_deep_check(cfg):
+        return
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+        json.dump(cfg, f)
+    try:
+        r = subprocess.run([sys.executable, "-m", "eosflow", "check-config", "--deep", "--default", f.name],
+                           capture_output=True, text=True)
+    finally:
+        os.unlink(f.name)
+    if r.returncode == 0:
+        return
+    if "No module named 'torch'" in r.stderr:
+        print("eosflow: torch is not importable here; the user settings are checked by their first job", file=sys.stderr)
+        return
+    raise WorkflowError((r.stderr.strip() or r.stdout.strip()) + "\nFix the key in config/config.yaml (or your --configfile).")
+
+
+_deep_check(config)
 
 IMPLEMENTED = ["fig1", "fig2", "fig3", "fig4", "fig5", "fig6", "fig7", "fig8", "fig9", "fig12", "ext/eos",
                "ext/mse_flattening", "ext/instability_ablation", "ext/generalization_map"]
@@ -45,5 +75,5 @@ OPT_RUNS = "results/runs/{optfig}/{setting}/{opt}/lr{lr}/seed{seed}"
 wildcard_constraints:
     exp="|".join(EXPERIMENTS),
     optfig="|".join(OPT_FIGURES),
-    dataset=r"fashion-mnist|cifar10",
+    dataset=DATASET_TAG_PATTERN,
     **WILDCARDS,

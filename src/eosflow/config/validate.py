@@ -15,7 +15,7 @@ from .experiments import experiment_problems
 from .flattening import flattening_problems
 from .optimizers import optimizer_config_problems
 from .schema import ConfigError, apply_schema, load_schema, read_yaml
-from .usercode import model_loss_problems
+from .usercode import drop_default_init, model_loss_problems
 
 __all__ = ["validate_config", "load_config"]
 
@@ -33,6 +33,7 @@ def validate_config(config: dict, schema: dict | None = None) -> dict:
                 + optimizer_config_problems(cfg, config) + flattening_problems(cfg))
     if problems:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
+    drop_default_init(cfg, config)
     return cfg
 
 

@@ -18,7 +18,8 @@ from tqdm.auto import tqdm
 from ..cubes import metrics_dataset, write_netcdf
 from ..device import resolve_device
 from ..files import save_torch
-from ..models import build_model
+from ..losses import resolve_loss
+from ..models import build_model, model_provenance
 from ..objective import Objective
 from ..spectral import SpectrumTracker, top_eigenpairs
 from ..training import TrainConfig
@@ -48,7 +49,9 @@ def build_objective(spec: RunSpec, data: dict, *, n: int | None = None, chunk_si
         x, y = x[:n], y[:n]
     model = build_model(dict(spec.model), tuple(x.shape[1:]), int(data["n_classes"]), spec.seed,
                         perturb=spec.perturb).to(device, dtype)
-    return Objective(model, x.to(device, dtype), y.to(device), spec.loss, chunk_size or spec.data["chunk_size"])
+    loss = resolve_loss(spec.loss if isinstance(spec.loss, str) else dict(spec.loss),
+                        what=f"config key settings.{spec.setting}.loss")
+    return Objective(model, x.to(device, dtype), y.to(device), loss, chunk_size or spec.data["chunk_size"])
 
 
 def eta_eos_at_init(spec: RunSpec, data: dict) -> float:
@@ -133,7 +136,10 @@ def write_run_outputs(spec: RunSpec, result, n_parameters: int, out_metrics, out
     """The train rule's files of one finished run: metrics NetCDF (its record as the ``config``
     attribute; a relative η₀ also as the attributes ``lr_relative``, ``lr_unit`` and
     ``eta_eos_unit``) and parameter snapshots."""
-    attrs = {"setting": spec.setting, "n_parameters": n_parameters}
+    attrs = {"setting": spec.setting, "n_parameters": n_parameters, **model_provenance(dict(spec.model))}
+    if not isinstance(spec.loss, str) or ":" in spec.loss:
+        rec = resolve_loss(spec.loss if isinstance(spec.loss, str) else dict(spec.loss)).record()
+        attrs.update({f"loss_{k}": v for k, v in rec.items() if k in ("qualname", "source_sha256") and v})
     if spec.lr.is_relative:
         attrs.update({k: v for k, v in spec.lr.record().items() if k != "eta_eos_by_seed"})
     ds = metrics_dataset(result, spec.lr.value, spec.seed, spec.record(), extra_attrs=attrs)

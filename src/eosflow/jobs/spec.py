@@ -138,7 +138,7 @@ class RunSpec:
 
     setting: str
     model: Mapping
-    loss: str
+    loss: str | Mapping
     data: Mapping
     seed: int
     lr: LearningRate
@@ -158,6 +158,7 @@ class RunSpec:
         :class:`LearningRate`; ``schedule``: None for a constant η."""
         s = dict(cfg["settings"][setting])
         model, loss = s.pop("model"), s.pop("loss")
+        loss = loss if isinstance(loss, str) else _frozen(loss)
         lr = lr if isinstance(lr, LearningRate) else LearningRate(float(lr))
         return cls(setting, _frozen(model), loss, _frozen(s), int(seed), lr, _frozen(schedule or {"kind": "constant"}),
                    _frozen(cfg["train"]), cfg["device"], InloopSpec.of(cfg["train"], cfg["hessian"]),
@@ -182,7 +183,8 @@ class RunSpec:
 
     def base_record(self) -> dict:
         """The network, data and training of the run: the setting's keys, η₀, seed, train block, device."""
-        return {"setting": self.setting, **_plain(self.data), "model": _plain(self.model), "loss": self.loss,
+        return {"setting": self.setting, **_plain(self.data), "model": _plain(self.model),
+                "loss": self.loss if isinstance(self.loss, str) else _plain(self.loss),
                 "lr": self.lr.value, "seed": self.seed, "train": _plain(self.train), "device": self.device}
 
     def record(self) -> dict:
@@ -206,7 +208,8 @@ class RunSpec:
         data = {k: v for k, v in r.items() if k not in _RUN_KEYS}
         inloop = InloopSpec.from_record(r["inloop_sharpness"]) if "inloop_sharpness" in r else None
         hessian = _frozen(r["hessian"]) if "hessian" in r else None
-        return cls(r["setting"], _frozen(r["model"]), r["loss"], _frozen(data), int(r["seed"]),
+        loss = r["loss"] if isinstance(r["loss"], str) else _frozen(r["loss"])
+        return cls(r["setting"], _frozen(r["model"]), loss, _frozen(data), int(r["seed"]),
                    LearningRate.from_record(r), _frozen(r.get("schedule") or {"kind": "constant"}), _frozen(r["train"]),
                    r["device"], inloop, hessian, r.get("figure"), r.get("optimizer_tag"),
                    float(r.get("perturb_theta0", 0.0)))

@@ -1,0 +1,75 @@
+"""The checks of a user's setting that need torch, run before any job (``python -m eosflow
+check-config --deep``; the workflow runs it in a subprocess for the settings that
+:func:`eosflow.config.usercode.needs_deep_check` names): the factory imports and returns an
+``nn.Module``, the network runs on the dataset's input shape, its output fits the loss and the
+number of classes. Each problem names its config key."""
+
+from __future__ import annotations
+
+import torch
+
+from ..config.usercode import needs_deep_check
+from ..losses import resolve_loss
+from ..models import build_model
+from ..objective import Objective
+
+__all__ = ["check_settings", "data_shape"]
+
+_BUILTIN_SHAPES = {"fashion-mnist": ((1, 28, 28), 10), "cifar10": ((3, 32, 32), 10)}
+
+
+def data_shape(dataset, data_cfg: dict) -> tuple[tuple[int, ...], int]:
+    """``(input shape, number of classes)`` of a setting's dataset, cheaply (no full read)."""
+    if isinstance(dataset, str) and dataset in _BUILTIN_SHAPES:
+        return _BUILTIN_SHAPES[dataset]
+    from ..config.datasets import dataset_shape
+
+    shape, n_classes = dataset_shape(dataset, data_cfg)
+    return tuple(int(s) for s in shape), int(n_classes)
+
+
+def check_settings(cfg: dict, names: list[str] | None = None) -> list[str]:
+    """Problems of the settings ``names`` (default: those with a user's network, loss or data) of
+    a validated config."""
+    problems = []
+    for name in needs_deep_check(cfg) if names is None else names:
+        s = cfg["settings"][name]
+        key, ds = f"config key settings.{name}", f"settings.{name}.dataset"
+        try:
+            shape, n_classes = data_shape(s["dataset"], cfg["data"])
+        except Exception as e:  # noqa: BLE001 - every problem is reported with its key
+            problems.append(f"{key}.dataset: {e}")
+            continue
+        try:
+            model = build_model(dict(s["model"]), shape, n_classes, seed=0) if "arch" in s["model"] else None
+            if model is None:
+                from ..models import build_user_model
+
+                model = build_user_model(dict(s["model"]), shape, n_classes, 0, what=f"{key}.model")
+        except Exception as e:  # noqa: BLE001
+            msg = str(e)
+            problems.append(msg if msg.startswith(key) else f"{key}.model: {msg}")
+            continue
+        try:
+            loss = resolve_loss(s["loss"], what=f"{key}.loss")
+        except Exception as e:  # noqa: BLE001
+            problems.append(str(e))
+            continue
+        x = torch.zeros((2, *shape))
+        y = torch.arange(2) % n_classes
+        try:
+            with torch.no_grad():
+                out = Objective(model, x, y, loss, check_data=False).logits(torch.cat(
+                    [p.detach().reshape(-1) for p in model.parameters()]), x)
+        except Exception as e:  # noqa: BLE001
+            msg = str(e)
+            if msg.startswith("model:"):
+                msg = f"{key}.model: the network does not run on the inputs of {ds} (shape {shape}): " + msg[7:]
+            elif msg.startswith("loss:"):
+                msg = f"{key}.loss: " + msg[6:]
+            problems.append(msg)
+            continue
+        if loss.builtin is not None and out.shape[-1] != n_classes:
+            problems.append(f"{key}.model: the network has {out.shape[-1]} outputs but {ds} has {n_classes} "
+                            "classes (a factory may take n_classes / num_classes)")
+    return problems
