@@ -51,7 +51,8 @@ def build_objective(spec: RunSpec, data: dict, *, n: int | None = None, chunk_si
                         perturb=spec.perturb).to(device, dtype)
     loss = resolve_loss(spec.loss if isinstance(spec.loss, str) else dict(spec.loss),
                         what=f"config key settings.{spec.setting}.loss")
-    return Objective(model, x.to(device, dtype), y.to(device), loss, chunk_size or spec.data["chunk_size"])
+    return Objective(model, x.to(device, dtype), y.to(device), loss, chunk_size or spec.data["chunk_size"],
+                     batch_norm=spec.data.get("batch_norm", "batch"))
 
 
 def eta_eos_at_init(spec: RunSpec, data: dict) -> float:
