@@ -34,16 +34,17 @@ config.update(_validated)
 def _deep_check(cfg):
     """A user's network, loss and data checked with torch before any job: in a subprocess, as
     parsing imports no torch (python -m eosflow check-config --deep; eosflow.jobs.check)."""
-    import json
     import subprocess
     import tempfile
+
+    import yaml
 
     from eosflow.config.usercode import needs_deep_check
 
     if not needs_deep_check(cfg):
         return
-    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
-        json.dump(cfg, f)
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
+        yaml.safe_dump(cfg, f)  # YAML floats (1.0e-08), which the YAML reader takes back as numbers
     try:
         r = subprocess.run([sys.executable, "-m", "eosflow", "check-config", "--deep", "--default", f.name],
                            capture_output=True, text=True)

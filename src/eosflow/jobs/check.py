@@ -55,21 +55,28 @@ def check_settings(cfg: dict, names: list[str] | None = None) -> list[str]:
         except Exception as e:  # noqa: BLE001
             problems.append(str(e))
             continue
-        x = torch.zeros((2, *shape))
-        y = torch.arange(2) % n_classes
+        b = max(2, n_classes)  # every label once
+        x = torch.zeros((b, *shape))
+        y = torch.arange(b) % n_classes
         try:
             with torch.no_grad():
-                out = Objective(model, x, y, loss, check_data=False).logits(torch.cat(
-                    [p.detach().reshape(-1) for p in model.parameters()]), x)
+                out = model.eval()(x)
         except Exception as e:  # noqa: BLE001
-            msg = str(e)
-            if msg.startswith("model:"):
-                msg = f"{key}.model: the network does not run on the inputs of {ds} (shape {shape}): " + msg[7:]
-            elif msg.startswith("loss:"):
-                msg = f"{key}.loss: " + msg[6:]
-            problems.append(msg)
+            problems.append(f"{key}.model: the network does not run on the inputs of {ds} (shape {shape}): "
+                            f"{type(e).__name__}: {e}")
             continue
-        if loss.builtin is not None and out.shape[-1] != n_classes:
+        if not isinstance(out, torch.Tensor) or out.dim() < 1 or out.shape[0] != b:
+            problems.append(f"{key}.model: the network returns {type(out).__name__} "
+                            f"{tuple(out.shape) if isinstance(out, torch.Tensor) else ''}; expected one tensor "
+                            f"with a row per example")
+            continue
+        if loss.function is None and out.shape[-1] != n_classes:  # eosflow's and torch.nn's losses
             problems.append(f"{key}.model: the network has {out.shape[-1]} outputs but {ds} has {n_classes} "
                             "classes (a factory may take n_classes / num_classes)")
+            continue
+        try:
+            Objective(model, x, y, loss, check_data=False)
+        except Exception as e:  # noqa: BLE001
+            msg = str(e)
+            problems.append(f"{key}.loss: " + msg[6:] if msg.startswith("loss:") else f"{key}: {msg}")
     return problems
