@@ -61,7 +61,10 @@ def dense_hessian(model, x, y, loss_of_output):
         params = {n: v.view(s) for n, v, s in zip(names, torch.split(t, sizes), shapes)}
         return loss_of_output(torch.func.functional_call(model, params, (x,)), y)
 
-    return torch.autograd.functional.hessian(f, theta)
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    with sdpa_kernel(SDPBackend.MATH):
+        return torch.autograd.functional.hessian(f, theta)
 
 
 def _cases():
@@ -239,3 +242,25 @@ def test_losses_by_name_mapping_and_path(tmp_path, monkeypatch):
         resolve_loss("myloss.py:nope")
     with pytest.raises(ValueError, match=r"CrossEntropyLoss\(bogus=1\) failed"):
         resolve_loss({"name": "CrossEntropyLoss", "bogus": 1})
+
+
+def test_a_torchvision_model_at_tiny_width_matches_dense_float64_hessian():
+    """torchvision's VisionTransformer at tiny width (patch embedding, class token, attention,
+    LayerNorm, residuals, Dropout): every product kind against the dense float64 Hessian."""
+    from torchvision.models.vision_transformer import VisionTransformer
+
+    torch.manual_seed(0)
+    model = VisionTransformer(image_size=4, patch_size=2, num_layers=1, num_heads=1, hidden_dim=4, mlp_dim=6,
+                              num_classes=3, dropout=0.1).double()
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(6, 3, 4, 4, generator=g, dtype=D), torch.arange(6) % 3
+    H = dense_hessian(model, x, y, lambda o, t: F.cross_entropy(o, t))
+    assert H.shape[0] < 400  # small enough for a dense Hessian
+    obj = Objective(model, DataLoader(TensorDataset(x, y), batch_size=4), loss=nn.CrossEntropyLoss())
+    theta = obj.flatten()
+    V = torch.randn(2, obj.dim, dtype=D, generator=g)
+    for kind in ("auto", "cached", "objective"):
+        torch.testing.assert_close(hvp_operator(obj, theta, kind=kind).matvec_batch(V), V @ H, rtol=1e-9, atol=1e-10)
+    ev = torch.linalg.eigvalsh(H)
+    res = top_eigenpairs(obj, theta, 2, tol=1e-8, max_iter=400)
+    torch.testing.assert_close(res.eigvals, ev.flip(0)[:2], rtol=1e-6, atol=1e-9)
