@@ -11,6 +11,9 @@ Where data comes from (first hit wins):
   folder or its parent), then a previous torchvision download in ``cache_dir``, then (only
   with ``download=True``) a fresh download.
 
+A user's dataset (a torchvision dataset by name, an ImageFolder folder, an ``.npz`` file) is read by
+:mod:`eosflow.data_sources`; :func:`prepare_dataset` subsets, normalises and saves every source alike.
+
 Every problem with the data raises :class:`DataError` with a message naming the file and
 saying how to get or fix it. Files are written only through :func:`eosflow.files.save_torch`, so
 nothing is ever half-written.
@@ -27,6 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
+from eosflow.config.datasets import dataset_tag
+from eosflow.data_sources import DataError, load_source
 from eosflow.files import save_torch
 
 log = logging.getLogger(__name__)
@@ -65,10 +70,6 @@ _CIFAR_HOWTO = (
     f"torchvision's {_CIFAR_DIR} layout (data_batch_1..5, test_batch), or data.download: "
     "true where internet is available"
 )
-
-
-class DataError(Exception):
-    """A dataset is missing, corrupt or malformed; the message says which file and what to do."""
 
 
 # ----------------------------------------------------------------------------------- IDX ----
@@ -348,7 +349,7 @@ def balanced_subset(y: np.ndarray, n: int, seed: int) -> np.ndarray:
 
 
 def prepare_dataset(
-    dataset: str,
+    dataset: str | dict,
     n_train: int,
     n_test: int,
     seed: int,
@@ -364,27 +365,47 @@ def prepare_dataset(
     splits). The saved (and returned) dict holds ``x_train, y_train, x_test, y_test`` (torch,
     labels int64), ``mean, std`` (C,), ``n_classes``, ``classes`` and ``meta`` (dataset,
     sizes, seed, source folder, chosen indices, normalisation).
+
+    ``dataset`` may also be a user's dataset, any form of
+    :func:`eosflow.config.datasets.dataset_spec` (a torchvision name, an ``.npz`` file, an ImageFolder
+    folder), read by :func:`eosflow.data_sources.load_source` (``root``: ``data.torchvision_dir``):
+    uint8 is scaled to [0, 1], floats are kept; flat ``(N, D)`` features stay flat and are normalised
+    per feature; ``normalise: false`` keeps mean 0 / std 1. Its ``meta`` adds ``tag``, ``kind`` and
+    ``spec`` (the canonical spec) and ``dataset`` is its tag.
     """
     import torch
 
+    user = None
     if dataset == "fashion-mnist":
         loader, classes = _load_fashion_mnist, FASHION_MNIST_CLASSES
     elif dataset == "cifar10":
         loader, classes = _load_cifar10, CIFAR10_CLASSES
-    else:
-        raise ValueError(f"dataset {dataset!r} unknown; allowed: {', '.join(DATASETS)}")
+    else:  # a user's dataset (a name of no form: ConfigError, a ValueError naming the allowed ones)
+        user = load_source(dataset, root, download, cache_dir)
+        classes, tag = user.classes, dataset_tag(user.spec)
+        loader = lambda *_: ((user.x_train, user.y_train, user.x_test, user.y_test), user.source)  # noqa: E731
     (x_tr, y_tr, x_te, y_te), source = loader(root, download, cache_dir)
-    i_tr, i_te = balanced_subset(y_tr, n_train, seed), balanced_subset(y_te, n_test, seed)
+    try:
+        i_tr, i_te = balanced_subset(y_tr, n_train, seed), balanced_subset(y_te, n_test, seed)
+    except ValueError as e:
+        if user is None:
+            raise
+        raise DataError(f"{source}: {e}; lower the setting's n_train/n_test (or add examples)") from None
 
     def to_nchw(x: np.ndarray) -> np.ndarray:
+        if user is not None:  # already (N, C, H, W) or (N, D); only uint8 is scaled
+            return x.astype(np.float32) / 255.0 if x.dtype == np.uint8 else x.astype(np.float32)
         x = x.astype(np.float32) / 255.0
         return x[:, None] if x.ndim == 3 else x.transpose(0, 3, 1, 2)
 
     xs_tr, xs_te = to_nchw(x_tr[i_tr]), to_nchw(x_te[i_te])
-    mean = xs_tr.mean(axis=(0, 2, 3), dtype=np.float64)
-    std = xs_tr.std(axis=(0, 2, 3), dtype=np.float64)
+    axes = (0, 2, 3) if xs_tr.ndim == 4 else 0
+    mean = xs_tr.mean(axis=axes, dtype=np.float64)
+    std = xs_tr.std(axis=axes, dtype=np.float64)
     std = np.where(std > 0, std, 1.0)  # a constant channel (only in toy data) stays unscaled
-    shape = (1, -1, 1, 1)
+    if user is not None and not user.spec["normalise"]:
+        mean, std = np.zeros_like(mean), np.ones_like(std)
+    shape = (1, -1, 1, 1) if xs_tr.ndim == 4 else (1, -1)
     norm = lambda x: ((x - mean.reshape(shape)) / std.reshape(shape)).astype(np.float32)  # noqa: E731
 
     result = {
@@ -394,7 +415,7 @@ def prepare_dataset(
         "y_test": torch.from_numpy(y_te[i_te].astype(np.int64)),
         "mean": torch.tensor(mean, dtype=torch.float32),
         "std": torch.tensor(std, dtype=torch.float32),
-        "n_classes": 10,
+        "n_classes": 10 if user is None else int(user.n_classes),
         "classes": list(classes),
         "meta": {
             "dataset": dataset,
@@ -407,6 +428,12 @@ def prepare_dataset(
             "normalisation": "per-channel mean/std of the training subset",
         },
     }
+    if user is not None:
+        result["meta"].update(dataset=tag, tag=tag, kind=user.spec["kind"], spec=user.spec)
+        if not user.spec["normalise"]:
+            result["meta"]["normalisation"] = "none (normalise: false)"
+        elif xs_tr.ndim == 2:
+            result["meta"]["normalisation"] = "per-feature mean/std of the training subset"
     save_torch(result, out)
     log.info("saved %s: x_train %s, x_test %s", out, tuple(result["x_train"].shape),
              tuple(result["x_test"].shape))

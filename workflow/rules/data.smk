@@ -1,4 +1,6 @@
 rule prepare_data:
+    input:
+        data_inputs,
     output:
         "results/data/{dataset}_n{n_train}_t{n_test}_s{subset_seed}.pt",
     params:

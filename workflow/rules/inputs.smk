@@ -5,6 +5,7 @@ import json
 from eosflow.config import run_settings
 from eosflow.config.experiments import unknown_setting
 from eosflow.config.flattening import flattening_rows, flattening_title
+from eosflow.config.datasets import dataset_for_tag, dataset_spec, dataset_tag
 from eosflow.config.optimizers import clipped_ada_runs, sgd_flattening_runs
 from eosflow.config.tags import lr_tag, relative_tag, schedule_from_tag, schedule_tag, sweep_lr_tags
 from eosflow.jobs.spec import optimizer_run_spec, run_spec
@@ -12,14 +13,17 @@ from eosflow.plans import block_lr_tag
 
 
 def data_path(setting):
-    """The prepared tensor file of a setting's dataset subset."""
+    """The prepared tensor file of a setting's dataset subset (a user's dataset: its tag,
+    eosflow.config.datasets.dataset_tag; the built-ins keep their names)."""
     s = config["settings"][setting]
-    return f"results/data/{s['dataset']}_n{s['n_train']}_t{s['n_test']}_s{s['subset_seed']}.pt"
+    return f"results/data/{dataset_tag(s['dataset'])}_n{s['n_train']}_t{s['n_test']}_s{s['subset_seed']}.pt"
 
 
 def data_spec(wildcards):
+    """prepare_dataset's keyword arguments: a built-in by name and its folder; a user's dataset as its
+    full canonical spec (so that changing any of its options reruns the job) and data.torchvision_dir."""
     d = config["data"]
-    return {
+    spec = {
         "dataset": wildcards.dataset,
         "n_train": int(wildcards.n_train),
         "n_test": int(wildcards.n_test),
@@ -28,6 +32,25 @@ def data_spec(wildcards):
         "download": d["download"],
         "cache_dir": d["cache_dir"],
     }
+    if wildcards.dataset not in ("fashion-mnist", "cifar10"):
+        spec["dataset"] = dataset_spec(_user_dataset(wildcards.dataset))
+        spec["root"] = d["torchvision_dir"]
+    return spec
+
+
+def _user_dataset(tag):
+    try:
+        return dataset_for_tag(config, tag)
+    except KeyError:
+        raise WorkflowError(f"eosflow: results/data/{tag}_...: no setting's dataset has the tag {tag!r}") from None
+
+
+def data_inputs(wildcards):
+    """The file a prepared dataset is made from, where it is one (an npz file): editing it reruns the job."""
+    if wildcards.dataset in ("fashion-mnist", "cifar10"):
+        return []
+    spec = dataset_spec(_user_dataset(wildcards.dataset))
+    return [spec["path"]] if spec["kind"] == "npz" else []
 
 
 def run_files(setting, lr, seed, sched="const", name="cube.nc", exp="sweep"):

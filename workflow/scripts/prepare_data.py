@@ -1,7 +1,9 @@
 """Rule prepare_data: a deterministic, class-balanced, normalised subset -> ``output[0]``.
 
 ``snakemake.params.spec`` holds the keyword arguments of :func:`eosflow.data.prepare_dataset`
-except ``out``: dataset, n_train, n_test, seed, root, download, cache_dir.
+except ``out``: dataset, n_train, n_test, seed, root, download, cache_dir. ``dataset`` is a built-in's
+name, or a user's dataset as its canonical spec (eosflow.config.datasets.dataset_spec; ``root`` is then
+``data.torchvision_dir``).
 """
 import logging
 
