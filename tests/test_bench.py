@@ -39,7 +39,10 @@ def quick_report(tmp_path_factory):
 def test_quick_report_structure(quick_report):
     r = quick_report
     assert r["quick"] is True and r["device"] == "cpu" and r["tol"] == 1e-3
-    assert set(r["workloads"]) == {"mlp", "vgg"} and r["rows"] == ["cold", "tracking", "clamp", "gd"]
+    assert set(r["workloads"]) == {"mlp", "vgg", "residual"} and r["rows"] == ["cold", "tracking", "clamp", "gd"]
+    res = r["workloads"]["residual"]  # a user's model through a DataLoader, against the peers
+    assert set(res["cold"]) == {"top1", "top3"} and res["info"]["batch_size"] == 32 and res["hvp_cost"]["x_grad"] > 0
+    assert list(res["cold"]["top1"]["methods"]) == ["eosflow", "pyhessian", "hessian_eigenthings", "curvlinops"]
     mlp = r["workloads"]["mlp"]
     assert mlp["info"]["n_params"] > 1000 and mlp["info"]["n_examples"] == 300
     assert set(mlp["cold"]) == {"top1", "top10"}
@@ -48,7 +51,7 @@ def test_quick_report_structure(quick_report):
     # no CIFAR-10 folder given: synthetic images, and the JSON says so
     assert vgg["info"]["data_real"] is False and vgg["info"]["data"].startswith("synthetic")
     assert set(vgg["cold"]) == {"top1", "top3"}
-    for w in r["workloads"].values():
+    for w in (mlp, vgg):
         for name, cold in w["cold"].items():
             k = cold["k"]
             assert name == f"top{k}"
@@ -85,7 +88,7 @@ def test_quick_report_structure(quick_report):
 def test_quick_clamp_rows_follow_the_clamp_and_hold(quick_report):
     """The clamp row steps as a clamped run does: η_t = min(η, clamp·2/(S·(1+clamp_tol))) from its
     recorded in-loop S (recomputed here), and η_t·S ≤ 2·clamp with S recomputed to 1e-6."""
-    for name, w in quick_report["workloads"].items():
+    for name, w in ((n, quick_report["workloads"][n]) for n in ("mlp", "vgg")):
         c = w["clamp"]
         assert c["status"] == "ran" and c["steps"] == {"mlp": 6, "vgg": 4}[name]
         assert c["clamp"] == 0.95 and c["clamp_tol"] == 2e-3  # the default clamp, the config's clamp_tol
@@ -111,7 +114,7 @@ def test_quick_clamp_rows_follow_the_clamp_and_hold(quick_report):
 
 
 def test_quick_gd_rows_time_the_same_update(quick_report):
-    for name, w in quick_report["workloads"].items():
+    for name, w in ((n, quick_report["workloads"][n]) for n in ("mlp", "vgg")):
         g = w["gd_vs_torch"]
         assert g["steps"] == 3 and len(g["bare_times_s"]) == len(g["eosflow_times_s"]) == 3
         assert g["lr"] == pytest.approx(1 / w["sharpness_theta0"])
@@ -123,7 +126,9 @@ def test_quick_gd_rows_time_the_same_update(quick_report):
 
 def test_quick_methods_agree_on_eigenvalues(quick_report):
     """All four solvers find the same top-k eigenvalues (to 1e-4 relative) at residual ≤ 1e-3."""
-    for w in quick_report["workloads"].values():
+    for name, w in quick_report["workloads"].items():
+        if name == "residual":  # compared with a float64 reference instead (tests/test_bench_peers.py)
+            continue
         for cold in w["cold"].values():
             a = cold["agreement"]
             assert a["reference"] == "scipy_eigsh" and a["ok"], a
@@ -132,7 +137,7 @@ def test_quick_methods_agree_on_eigenvalues(quick_report):
             ref = cold["methods"]["scipy_eigsh"]["eigvals"]
             for m, e in cold["methods"].items():
                 assert max(abs(x - y) / abs(y) for x, y in zip(e["eigvals"], ref)) <= 1e-4, m
-    for w in quick_report["workloads"].values():
+    for w in (quick_report["workloads"]["mlp"], quick_report["workloads"]["vgg"]):
         for c in w["tracking"]["compare_scipy"]:
             assert c["max_rel_diff"] <= 1e-4 and c["scipy_max_residual"] <= 1e-3
 

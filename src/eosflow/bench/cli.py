@@ -79,7 +79,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="timed GD steps each, eosflow and bare torch (default MLP 20, VGG 6; 0: none)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (default: torch's); 1 is steadier on a shared, oversubscribed CPU")
-    p.add_argument("--workloads", nargs="+", choices=["mlp", "vgg"], default=None)
+    p.add_argument("--workloads", nargs="+", choices=["mlp", "vgg", "residual"], default=None,
+                   help="workloads to run (default all); 'residual': a user's residual CNN through a DataLoader "
+                        "against PyHessian, hessian-eigenthings and curvlinops (minutes on its own)")
+    p.add_argument("--residual-k", type=int, nargs="+", default=None,
+                   help="top-k values for the residual workload (default 1 3)")
+    p.add_argument("--residual-reps", type=int, default=None, help="repetitions for the residual workload (default 3)")
+    p.add_argument("--residual-methods", nargs="+", default=None,
+                   choices=["eosflow", "pyhessian", "hessian_eigenthings", "curvlinops"],
+                   help="methods of the residual workload's rows (default all; a peer not installed is skipped)")
     p.add_argument("--methods", nargs="+", choices=list(METHOD_ORDER), default=None)
     p.add_argument("--malloc-default", action="store_true",
                    help="keep glibc's default heap settings (default: eosflow.heap.HEAP_ENV, as the workflow's "
@@ -97,6 +105,7 @@ def main(argv=None) -> int:
     p.add_argument("--n", type=int, default=50_000, help=argparse.SUPPRESS)
     p.add_argument("--chunk", type=int, default=1000, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    args.command = "python -m eosflow bench " + " ".join(sys.argv[1:] if argv is None else argv)
     return run_args(args)
 
 
@@ -125,7 +134,8 @@ def run_args(args) -> int:
             rows=args.rows, cifar10_dir=cifar, cifar10_origin=origin, clamp=args.clamp,
             clamp_tol=args.clamp_tol if args.clamp_tol is not None else cfg["clamp_tol"],
             clamp_max_iter=cfg["max_iter"], clamp_steps=args.clamp_steps, vgg_clamp_steps=args.vgg_clamp_steps,
-            gd_steps=args.gd_steps, heap_reuse=heap)
+            gd_steps=args.gd_steps, heap_reuse=heap, residual_ks=args.residual_k, residual_reps=args.residual_reps,
+            residual_methods=args.residual_methods, command=getattr(args, "command", None))
     except (BenchDataError, ConfigError) as e:
         print(f"eosflow bench: {e}", file=sys.stderr)
         return 2

@@ -202,6 +202,8 @@ def configs(quick: bool) -> list[dict]:
              "model": {"arch": "vgg", "blocks": 1, "base_width": 4, "batch_norm": True, "activation": "relu"},
              "ks": [1, 3], "reps": 1, "track": {"k": 1, "steps": 4, "compare_at": [1, 3]},
              "clamp": {"steps": 4, "check_at": [3]}, "gd": {"steps": 3}},
+            {"name": "residual", "data": "fashion-mnist", "n": 64, "batch_size": 32,
+             "model": {"width": 4, "blocks": 1}, "ks": [1, 3], "reps": 1, "hvp_reps": 3},
         ]
     return [
         {"name": "mlp", "data": "fashion-mnist", "n": 5000,
@@ -212,12 +214,18 @@ def configs(quick: bool) -> list[dict]:
          "model": {"arch": "vgg", "blocks": 3, "base_width": 8, "batch_norm": True, "activation": "relu"},
          "ks": [1, 3], "reps": 1, "he_max_runs": 2, "track": {"k": 1, "steps": 8, "compare_at": [1, 7]},
          "clamp": {"steps": 6, "check_at": [5]}, "gd": {"steps": 6}},
+        {"name": "residual", "data": "fashion-mnist", "n": 512, "batch_size": 128,
+         "model": {"width": 16, "blocks": 2}, "ks": [1, 3], "reps": 3, "hvp_reps": 20},
     ]
 
 
 def _with_overrides(spec: dict, o: dict) -> dict:
     """``spec`` with the command line's overrides ``o`` of its sizes (None: keep the workload's)."""
     spec = dict(spec)
+    if spec["name"] == "residual":
+        spec["ks"] = o.get("residual_ks") or spec["ks"]
+        spec["reps"] = o.get("residual_reps") or spec["reps"]
+        return spec
     mlp = spec["name"] == "mlp"
     spec["ks"] = (o.get("ks") if mlp else o.get("vgg_ks")) or spec["ks"]
     spec["reps"] = (o.get("reps") if mlp else o.get("vgg_reps")) or spec["reps"]
@@ -249,6 +257,12 @@ METHOD_NOTES = {
                       "(double backward through retained graphs)",
     "eosflow_lanczos": "eosflow top_eigenpairs(method='lanczos'): the engine before that",
     "tracking": "(d) SpectrumTracker warm-started every GD step",
+    "residual": "a user's model (eosflow.bench.residual.residual_cnn, eval mode) through a DataLoader with "
+                "torch.nn.CrossEntropyLoss(): eosflow top_eigenpairs cold against PyHessian (deflated power "
+                "iteration, its tol calibrated), hessian-eigenthings (HessianOperator on the loader, Lanczos steps "
+                "calibrated) and curvlinops (HessianLinearOperator under scipy eigsh, eigsh tol calibrated), "
+                "each calibrated to meet tol by fresh HVPs; eigenvalues against a float64 eigsh reference; one "
+                "HVP of each kind in gradients",
     "clamp": "GD at lr_factor x 2/S(theta0) with the stability clamp as a clamped training run "
              "(InloopSharpness to clamp_tol, RunState.clamped_lr) against a plain GD step from "
              "the same theta_t; S to 1e-6 at a few steps checks eta_t S <= 2 clamp",
@@ -268,18 +282,22 @@ def run(quick: bool = False, out: str | os.PathLike | None = None, device: str =
         vgg_track_steps: int | None = None, rows: list[str] | None = None, cifar10_dir: str | None = None,
         cifar10_origin: str = "--cifar10-dir", clamp: float = 0.95, clamp_tol: float = 1e-3,
         clamp_max_iter: int = 100, clamp_steps: int | None = None, vgg_clamp_steps: int | None = None,
-        gd_steps: int | None = None, verbose: bool = True, heap_reuse: bool | None = None) -> dict:
+        gd_steps: int | None = None, verbose: bool = True, heap_reuse: bool | None = None,
+        residual_ks: list[int] | None = None, residual_reps: int | None = None,
+        residual_methods: list[str] | None = None, command: str | None = None) -> dict:
     """Run the benchmark and return (and, with ``out``, write) its report. Sizes left None are the
     workload's (:func:`configs`); a step count of 0 drops that row. ``rows``: which of
     :data:`ROWS` to run (default all). ``cifar10_dir``: real CIFAR-10 for the VGG (its origin,
     the flag or the config key, names it in errors), else synthetic images. The clamp row uses
     ``clamp``, ``clamp_tol`` and ``clamp_max_iter`` as a training run's ``train.clamp``,
-    ``train.clamp_tol`` and ``hessian.max_iter``."""
+    ``train.clamp_tol`` and ``hessian.max_iter``. The ``residual`` workload (a user's model through a
+    ``DataLoader``, :mod:`eosflow.bench.userload`) runs its own rows (cold top-k by eosflow and the
+    peers ``residual_methods``, the HVP cost), sized by ``residual_ks`` and ``residual_reps``."""
     dev = resolve_device(device)
     rows = list(rows or ROWS)
     overrides = {"ks": ks, "reps": reps, "vgg_ks": vgg_ks, "vgg_reps": vgg_reps, "track_steps": track_steps,
                  "vgg_track_steps": vgg_track_steps, "clamp_steps": clamp_steps, "vgg_clamp_steps": vgg_clamp_steps,
-                 "gd_steps": gd_steps}
+                 "gd_steps": gd_steps, "residual_ks": residual_ks, "residual_reps": residual_reps}
     specs = [_with_overrides(s, overrides) for s in configs(quick) if not workloads or s["name"] in workloads]
     vgg_data = None
     if cifar10_dir is not None and any(s["name"] == "vgg" for s in specs):  # before any work: a bad folder fails now
@@ -291,7 +309,7 @@ def run(quick: bool = False, out: str | os.PathLike | None = None, device: str =
     if he_version is None and "hessian_eigenthings" in methods:
         methods.remove("hessian_eigenthings")
     report: dict = {
-        "quick": quick, "device": str(dev), "tol": tol, "rows": rows, "lr_factor": lr_factor,
+        "command": command, "quick": quick, "device": str(dev), "tol": tol, "rows": rows, "lr_factor": lr_factor,
         "cifar10_dir": None if vgg_data is None else {"path": str(cifar10_dir), "origin": cifar10_origin},
         "clamp": {"clamp": clamp, "clamp_tol": clamp_tol, "max_iter": clamp_max_iter},
         "gpu": torch.cuda.get_device_name(0) if dev.type == "cuda" else None,
@@ -304,7 +322,16 @@ def run(quick: bool = False, out: str | os.PathLike | None = None, device: str =
     }
     options = {"rows": rows, "methods": methods, "tol": tol, "dev": dev, "quick": quick, "track_k": track_k,
                "lr_factor": lr_factor, "clamp": (clamp, clamp_tol, clamp_max_iter), "verbose": verbose}
+    if any(s["name"] == "residual" for s in specs):
+        from .peers import PEERS, peer_version
+
+        report["peers"] = {m: f"{d} {peer_version(m) or 'not installed (row skipped)'}" for m, d in PEERS.items()}
     for spec in specs:
+        if spec["name"] == "residual":
+            from .userload import bench_residual
+
+            report["workloads"]["residual"] = bench_residual(spec, tol, dev, residual_methods, verbose)
+            continue
         data = vgg_data if spec["name"] == "vgg" else None
         report["workloads"][spec["name"]] = _bench_workload(spec, data, cifar10_origin, options)
     report["targets"] = targets(report)
@@ -388,7 +415,7 @@ def format_cold(name: str, r: dict) -> str:
     ref = r["methods"].get("eosflow", {}).get("time_s")
     for n, e in r["methods"].items():
         if "time_s" not in e:
-            lines.append(f"  {n:22s} skipped: {e.get('skipped')}")
+            lines.append(f"  {n:22s} " + (f"failed: {e['failed']}" if "failed" in e else f"skipped: {e.get('skipped')}"))
             continue
         ratio = f"{e['time_s'] / ref:10.2f}" if ref else " " * 10
         ev = ", ".join(f"{v:.5g}" for v in e["eigvals"][:3]) + (f"  [{e['product']}]" if e.get("product") else "")

@@ -20,6 +20,8 @@ TARGET_LABELS = {
     "5_vgg_clamp": "5 VGG clamped step / plain GD step",
     "6_vgg_gd_vs_torch": "6 VGG eosflow GD step / bare torch loop",
     "6_mlp_gd_vs_torch": "6 MLP eosflow GD step / bare torch loop",
+    "7_residual_hvp_cost": "7 residual CNN: one HVP (auto) in gradients",
+    "8_residual_top3_vs_peers": "8 residual CNN top-3 cold vs fastest peer (and peak RSS)",
     "eigvals_and_residuals": "eigenvalues vs eigsh (max rel diff); residuals <= tol",
     "gpu_top10_le_30ms": "GPU MLP top-10 cold, seconds",
     "gpu_step_plus_top10_le_20ms": "GPU MLP GD step + top-10 tracked, seconds",
@@ -119,6 +121,46 @@ def _gd_vs_torch(w: dict, name: str, target: float | None) -> dict:
     return _entry(g["ratio_eosflow_vs_bare"], target, "<=", note, bool(g["same_update"]))
 
 
+def _residual_hvp(w: dict) -> dict:
+    h = w.get("hvp_cost")
+    if not h or h.get("x_grad") is None:
+        return _entry(None, 2.5, "<=", "not measured: no residual HVP-cost row in this run")
+    others = ", ".join(f"{k} {e['x_grad']:.2f}" if "x_grad" in e else f"{k} unavailable"
+                       for k, e in h["kinds"].items() if k != "auto")
+    return _entry(h["x_grad"], 2.5, "<=", f"auto uses {h['product']}: one product {h['kinds']['auto']['time_s']:.3g} s "
+                                          f"(primal kept, same theta) vs gradient {h['grad_s']:.3g} s; each kind: {others}",
+                  product=h["product"])
+
+
+def _residual_vs_peers(w: dict, k: int = 3, target: float = 1.5, rss_target: float = 1.1) -> dict:
+    """eosflow's cold top-k against the fastest peer that ran, met the tolerance and found the top k
+    (PyHessian's power iteration finds the largest in magnitude: it counts only where those are
+    the top k); met when it is ``target`` times faster at a peak RSS at most ``rss_target`` times that
+    peer's."""
+    cold = w.get("cold", {}).get(f"top{k}") or {}
+    ms, top = cold.get("methods", {}), cold.get("agreement", {}).get("top_k", {})
+    e = ms.get("eosflow", {})
+    peers = {m: r for m, r in ms.items() if m != "eosflow" and r.get("time_s") and r.get("meets_tol")
+             and top.get(m, False)}
+    left = {m: r.get("failed") or r.get("skipped") or ("not the top k" if r.get("time_s") and not top.get(m, False)
+                                                       else "residual over tol")
+            for m, r in ms.items() if m != "eosflow" and m not in peers}
+    out_of = ("; not compared: " + "; ".join(f"{m} ({why})" for m, why in left.items())) if left else ""
+    if not e.get("time_s") or not peers:
+        return _entry(None, target, ">=", f"not measured: no residual top-{k} row with eosflow and a peer" + out_of)
+    name, p = min(peers.items(), key=lambda kv: kv[1]["time_s"])
+    speed, rss = p["time_s"] / e["time_s"], e["peak_rss_mb"] / p["peak_rss_mb"]
+    per_call = e["peak_rss_scope"] == p["peak_rss_scope"] == "call"
+    out = _entry(speed, target, ">=",
+                 f"eosflow {e['time_s']:.3g} s ({e['n_matvec']} HVPs, product {e.get('product')}) vs fastest peer "
+                 f"{name} {p['time_s']:.3g} s ({p['n_matvec']} HVPs); peak RSS {e['peak_rss_mb']:.0f} vs "
+                 f"{p['peak_rss_mb']:.0f} MB = x{rss:.3f} (at most {rss_target:g})"
+                 + ("" if per_call else ": process-wide peaks, not comparable, so not judged") + out_of,
+                 peer=name, rss_ratio=round(rss, 4), rss_target=rss_target)
+    out["met"] = _all(out["met"], (rss <= rss_target) if per_call else None) if out["met"] is not None else None
+    return out
+
+
 def _accuracy(report: dict) -> dict:
     """The global check: every eigenvalue compared with eigsh within 1e-4 relative, every residual
     within its row's tolerance (cold rows: fresh HVPs; tracking and clamp: the engine's explicit
@@ -170,6 +212,8 @@ def targets(report: dict) -> dict:
         "5_vgg_clamp": _clamp(vgg, "VGG", None),
         "6_vgg_gd_vs_torch": _gd_vs_torch(vgg, "VGG", 1.1),
         "6_mlp_gd_vs_torch": _gd_vs_torch(mlp, "MLP", None),
+        "7_residual_hvp_cost": _residual_hvp(w.get("residual", {})),
+        "8_residual_top3_vs_peers": _residual_vs_peers(w.get("residual", {})),
         "eigvals_and_residuals": _accuracy(report),
     }
     if str(report.get("device", "")).startswith("cuda"):
