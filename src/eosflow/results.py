@@ -35,6 +35,7 @@ BENCH = Path("benchmarks/results/cpu-2026-12-02.json")
 CLAMP_COST = Path("benchmarks/results/clamp-cost-cpu-2026-12-02.json")
 HVP_CHOICE = Path("benchmarks/results/hvp-choice-cpu-2026-12-02.json")
 PAPER_SCALE = Path("benchmarks/results/paper-scale-estimate-2026-12-06.json")
+BENCH_RESIDUAL = Path("benchmarks/results/cpu-residual-2026-12-06.json")
 PERTURBED = Path("docs/results/perturbed.json")
 _BLOCK = re.compile(r"(<!-- results:(?P<name>[a-z_-]+) -->\n)(?P<body>.*?)(<!-- /results:(?P=name) -->)", re.S)
 
@@ -248,6 +249,38 @@ def render_speed(root: Path) -> str:
             f"{d['torch']}, {_f(d['wall_s'] / 60)} min.\n\n" + _table(["target", "measured", "asked", "", "detail"], rows))
 
 
+def render_residual(root: Path) -> str:
+    """The benchmark's residual workload (a user's model through a DataLoader) against the peers."""
+    d = read_json(root / BENCH_RESIDUAL, "residual benchmark results")
+    w = d["workloads"]["residual"]
+    rows = []
+    for name, c in w["cold"].items():
+        diffs = c["agreement"]["max_rel_diff"]
+        for m, e in c["methods"].items():
+            cal = e.get("calibration") or {}
+            knob = f"{cal['knob']} {_f(cal['setting'])}" if cal.get("setting") is not None else "–"
+            if "time_s" not in e:
+                rows.append([name, m, e.get("failed") or e.get("skipped"), "", "", "", "", knob])
+                continue
+            rows.append([name, m + (f" [{e['product']}]" if e.get("product") else ""), f"{_f(e['time_s'])} s",
+                         e["n_matvec"], f"{e['peak_rss_mb']:.0f} MB (+{e['extra_rss_mb']:.0f})",
+                         _f(e["max_residual"], 2), _f(diffs.get(m), 2), knob])
+    h = w["hvp_cost"]
+    kinds = "; ".join(f"{k} {_f(e['x_grad'])}" + (f" [{e['product']}]" if k == "auto" else "") if "x_grad" in e
+                      else f"{k}: unavailable" for k, e in h["kinds"].items())
+    targets = "\n".join(f"- `{k}`: {_f(t['ratio'])} ({t['compare']} {_f(t['target'])}): "
+                         f"{ {True: 'met', False: '**missed**', None: 'not measured'}[t['met']]}"
+                         for k, t in d["targets"].items() if k.startswith(("7_", "8_")))
+    i = w["info"]
+    return (f"`{BENCH_RESIDUAL}` (`{d.get('command')}`): {d['machine']}, {d['cpu_count']} cores, "
+            f"{d['torch_threads']} torch threads, torch {d['torch']}, {_f(d['wall_s'] / 60)} min; {i['n_params']} "
+            f"parameters, {i['n_examples']} images ({i['data']}), {i['loader']}, eosflow's objective from the "
+            f"{i['eosflow_objective']}; times are medians of {w['cold']['top1']['reps']}.\n\n"
+            + _table(["rows", "method", "time", "HVPs", "peak RSS (+call)", "max residual", "eigenvalues vs float64",
+                      "peer's knob (calibrated)"], rows)
+            + f"\nOne HVP in gradients (gradient {_f(h['grad_s'])} s): {kinds}.\n\n" + targets + "\n")
+
+
 def render_clamp_cost(root: Path) -> str:
     d = read_json(root / CLAMP_COST, "clamp cost results")
     plain = d["rows"]["plain"]["s_per_step"]
@@ -321,7 +354,7 @@ def render_robustness(root: Path) -> str:
 
 BLOCKS = {"robustness": render_robustness, "status": render_status, "claims": render_claims, "calibration": render_calibration,
           "power": render_power, "speed": render_speed, "clamp-cost": render_clamp_cost,
-          "hvp-choice": render_hvp_choice, "paper-scale": render_paper_scale}
+          "hvp-choice": render_hvp_choice, "paper-scale": render_paper_scale, "residual": render_residual}
 
 
 def render_block(name: str, root: Path = Path(".")) -> str:

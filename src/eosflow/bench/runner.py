@@ -330,7 +330,8 @@ def run(quick: bool = False, out: str | os.PathLike | None = None, device: str =
         if spec["name"] == "residual":
             from .userload import bench_residual
 
-            report["workloads"]["residual"] = bench_residual(spec, tol, dev, residual_methods, verbose)
+            report["workloads"]["residual"] = bench_residual(
+                spec, tol, dev, residual_methods, verbose, show=lambda r: print(format_cold("residual", r), flush=True))
             continue
         data = vgg_data if spec["name"] == "vgg" else None
         report["workloads"][spec["name"]] = _bench_workload(spec, data, cifar10_origin, options)

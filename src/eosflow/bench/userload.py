@@ -206,11 +206,10 @@ def residual_workload(spec: dict, data=None):
     return model, x, y, source
 
 
-def bench_residual(spec: dict, tol: float, device, methods=None, verbose: bool = True, data=None) -> dict:
+def bench_residual(spec: dict, tol: float, device, methods=None, verbose: bool = True, data=None,
+                   show=None) -> dict:
     """The residual workload's rows (see the module docstring). CPU only: the peers are called as
-    on a CPU (PyHessian with ``cuda=False``)."""
-    from .runner import format_cold
-
+    on a CPU (PyHessian with ``cuda=False``). ``show(row)``: prints a cold row (with ``verbose``)."""
     model, x, y, source = residual_workload(spec, data)
     bs = spec["batch_size"]
     loader = loader_of(x, y, bs)
@@ -244,8 +243,8 @@ def bench_residual(spec: dict, tol: float, device, methods=None, verbose: bool =
         r = bench_residual_cold(obj, model, loader, int(x.shape[0]), check_obj, theta, k, tol, nrep, device,
                                 methods, ref)
         w["cold"][f"top{k}"] = r
-        if verbose:
-            print(format_cold("residual", r), flush=True)
+        if verbose and show is not None:
+            show(r)
     w["hvp_cost"] = hvp_cost(obj, obj.flatten(), spec["hvp_reps"], device)
     if verbose:
         print(format_hvp_cost(w["hvp_cost"]), flush=True)
