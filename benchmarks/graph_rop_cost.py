@@ -7,7 +7,9 @@ forward-over-reverse by torch.func.
 
 Workload: ``eosflow.bench.residual.residual_cnn()`` (9.8k parameters), ``n`` synthetic inputs of
 shape (1, 28, 28), 10 classes, cross-entropy, float32 on the CPU, the whole batch as one chunk and
-in chunks of 128. A gradient is ``objective.loss_grad(θ)``; each product is at one θ with the
+in chunks of 128; the objective over tensors with eosflow's ``"ce"`` (closed-form loss rule) and,
+as the benchmark's residual workload builds it, over a ``DataLoader`` with
+``nn.CrossEntropyLoss()`` (the loss's output derivatives by autograd). A gradient is ``objective.loss_grad(θ)``; each product is at one θ with the
 primal pass (GraphRopHVP) or the first-derivative graphs (CachedHVP) kept, as in an eigensolver.
 Every product is timed ``reps`` times, interleaved with the others, after one untimed call; the
 minimum is reported (a shared machine's noise only adds time). Each product is checked against
@@ -20,6 +22,8 @@ import argparse
 import time
 
 import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
 
 from eosflow.bench.measure import write_report
 from eosflow.bench.residual import residual_cnn
@@ -29,12 +33,17 @@ from eosflow.spectral import CachedHVP
 from eosflow.spectral.graph_rop import GraphRopHVP
 
 
-def products(n: int, chunk: int | None):
+def products(n: int, chunk: int | None, form: str):
     model = residual_cnn()
     g = torch.Generator().manual_seed(0)
     x, y = torch.randn(n, 1, 28, 28, generator=g), torch.arange(n) % 10
-    obj = Objective(model, x, y, "ce", chunk_size=chunk, hvp_mode="revrev")
-    fwd = Objective(model, x, y, "ce", chunk_size=chunk, hvp_mode="fwdrev")
+    if form == "loader":
+        loader = DataLoader(TensorDataset(x, y), batch_size=chunk or n, shuffle=False)
+        obj = Objective(model, loader, loss=nn.CrossEntropyLoss(), hvp_mode="revrev")
+        fwd = Objective(model, loader, loss=nn.CrossEntropyLoss(), hvp_mode="fwdrev")
+    else:
+        obj = Objective(model, x, y, "ce", chunk_size=chunk, hvp_mode="revrev")
+        fwd = Objective(model, x, y, "ce", chunk_size=chunk, hvp_mode="fwdrev")
     theta = obj.flatten()
     v = torch.randn(theta.numel(), generator=g)
     v /= v.norm()
@@ -72,10 +81,11 @@ def main():
               "heap_env": heap_env_applied(), "chunks": {}}
     print(f"residual_cnn, n={args.n}, {torch.get_num_threads()} threads, min of {args.reps}, "
           f"heap settings {'on' if report['heap_env'] else 'off'}")
-    for chunk in (None, 128):
-        fns, dim = products(args.n, chunk)
+    for form, chunk in (("tensors", None), ("tensors", 128), ("loader", None), ("loader", 128)):
+        fns, dim = products(args.n, chunk, form)
         rows = measure(fns, args.reps)
-        label = "full batch" if chunk is None else f"chunks of {chunk}"
+        label = ("full batch" if chunk is None else f"chunks of {chunk}") + (
+            ", tensors, 'ce'" if form == "tensors" else ", DataLoader, CrossEntropyLoss()")
         report["chunks"][label] = {"n_params": dim, "products": rows}
         print(f"{label} ({dim} parameters)")
         for name, r in rows.items():
