@@ -86,11 +86,20 @@ class _Square(nn.Module):
         return x * x
 
 
-def test_unsupported_models_fall_back_to_double_backward():
-    model = nn.Sequential(nn.Flatten(), nn.Linear(4, 3), _Square(), nn.Linear(3, 2)).double()
+class _Sine(nn.Module):
+    def forward(self, x):
+        return torch.sin(x)
+
+
+def test_unsupported_models_fall_back_to_the_graph_rop_then_double_backward():
+    square = nn.Sequential(nn.Flatten(), nn.Linear(4, 3), _Square(), nn.Linear(3, 2)).double()
     x = torch.randn(5, 1, 2, 2, dtype=D)
+    assert "_Square has no R-operator rule" in rop_unsupported_reason(square)
+    sq = Objective(square, x, torch.arange(5) % 2, "ce")
+    assert hvp_operator(sq, sq.flatten()).product == "graph_rop"  # the fx graph's rules cover x * x
+    model = nn.Sequential(nn.Flatten(), nn.Linear(4, 3), _Sine(), nn.Linear(3, 2)).double()
     obj = Objective(model, x, torch.arange(5) % 2, "ce")
-    assert "_Square has no R-operator rule" in rop_unsupported_reason(model)
+    assert "_Sine has no R-operator rule" in rop_unsupported_reason(model)
     running = nn.Sequential(nn.Flatten(), nn.Linear(4, 3), nn.BatchNorm1d(3))
     assert rop_unsupported_reason(running) is None  # batch statistics (the "batch" policy) whatever the flag
     assert "running statistics" in rop_unsupported_reason(running, batch_norm="eval")

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import copy
 import operator
+import weakref
 
 import torch
 import torch.fx as fx
@@ -874,12 +875,31 @@ class _Plan:
             self.rules[node] = _function_rule(node, dep)
 
 
+_PLANS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _plan_of(model: nn.Module, batch_norm: str) -> _Plan:
+    """The model's plan under a BatchNorm policy, traced once per model and kept while the model
+    lives (an eigensolve per training step would otherwise trace it each time); a model that
+    cannot be handled raises :class:`_Unsupported` each time, from the kept reason."""
+    plans = _PLANS.setdefault(model, {})
+    if batch_norm not in plans:
+        try:
+            plans[batch_norm] = _Plan(model, batch_norm)
+        except _Unsupported as e:
+            plans[batch_norm] = e
+    plan = plans[batch_norm]
+    if isinstance(plan, _Unsupported):
+        raise plan
+    return plan
+
+
 def graph_rop_unsupported_reason(model: nn.Module, batch_norm: str = "batch") -> str | None:
     """None when :class:`GraphRopHVP` handles ``model``, else why not (a trace that fails, the first
     node that depends on the parameters and has no rule). ``batch_norm``: the objective's BatchNorm
     policy (``"batch"``: batch statistics; ``"eval"``: running statistics)."""
     try:
-        _Plan(model, batch_norm)
+        _plan_of(model, batch_norm)
     except _Unsupported as e:
         return str(e)
     return None
@@ -921,7 +941,7 @@ class GraphRopHVP(HessianOperator):
 
     def __init__(self, objective, theta: Tensor, max_bytes: int = DEFAULT_PRIMAL_CACHE_BYTES):
         try:
-            self.plan = _Plan(objective.model, getattr(objective, "batch_norm", "batch"))
+            self.plan = _plan_of(objective.model, getattr(objective, "batch_norm", "batch"))
         except _Unsupported as e:
             raise ValueError(f"GraphRopHVP: {e}") from None
         super().__init__(objective, theta)

@@ -12,6 +12,7 @@ from .block import block_lanczos
 from .krylov import EigResult
 from .lanczos import lanczos
 from .operators import DEFAULT_GRAPH_CACHE_BYTES, CachedHVP, ChunkedLoss, LinearOperator, ObjectiveHVP
+from .graph_rop import GraphRopHVP, graph_rop_supported
 from .rop import RopHVP, rop_supported
 
 __all__ = ["METHODS", "HVP_KINDS", "hvp_operator", "top_eigenpairs", "SpectrumTracker"]
@@ -21,7 +22,7 @@ __all__ = ["METHODS", "HVP_KINDS", "hvp_operator", "top_eigenpairs", "SpectrumTr
 #: (:func:`~eosflow.spectral.lanczos.lanczos` over fresh products: half the basis memory).
 METHODS = ("auto", "block", "lanczos")
 #: Hessian-vector products of :func:`hvp_operator`.
-HVP_KINDS = ("auto", "rop", "cached", "objective")
+HVP_KINDS = ("auto", "rop", "graph_rop", "cached", "objective")
 
 
 def _default_block_size(objective, theta: Tensor, k: int) -> int:
@@ -43,9 +44,13 @@ def hvp_operator(objective, theta: Tensor, kind: str = "auto", block_size: int =
     (:class:`~eosflow.spectral.operators.ObjectiveHVP`: the objective's own ``hvp``/``hvp_batch``)
     or ``"auto"``: ``"objective"`` for blocks on a GPU with a forward-over-reverse objective,
     whose ``vmap`` batches pay off there, and for objectives that only offer ``hvp``/``hvp_batch``;
-    else ``"rop"`` where supported, else ``"cached"`` (measured per architecture:
-    ``benchmarks/hvp_choice.py``, ``python -m eosflow bench``). ``graph_cache_bytes`` bounds what
-    ``"rop"`` and ``"cached"`` keep between products (0: nothing).
+    else ``"rop"`` where supported (eosflow's ``nn.Sequential`` nets with its own losses), else
+    ``"graph_rop"`` (:class:`~eosflow.spectral.graph_rop.GraphRopHVP`: the R-operator over a
+    ``torch.fx`` trace, for residual, normalised and other non-Sequential models and any loss, where
+    :func:`~eosflow.spectral.graph_rop.graph_rop_supported`), else ``"cached"`` (measured per
+    architecture: ``benchmarks/hvp_choice.py``, ``benchmarks/graph_rop_cost.py``, ``python -m eosflow
+    bench``). ``graph_cache_bytes`` bounds what ``"rop"``, ``"graph_rop"`` and ``"cached"`` keep
+    between products (0: nothing).
     """
     if kind not in HVP_KINDS:
         raise ValueError(f"unknown hvp {kind!r}; allowed: {list(HVP_KINDS)}")
@@ -57,12 +62,18 @@ def hvp_operator(objective, theta: Tensor, kind: str = "auto", block_size: int =
         elif (getattr(objective, "loss_name", None) in ("ce", "mse") and hasattr(objective, "model")
               and rop_supported(objective.model, getattr(objective, "batch_norm", "batch"))):
             kind = "rop"
+        elif (hasattr(objective, "model") and (getattr(objective, "loss_name", None) in ("ce", "mse")
+                                                or hasattr(objective, "output_sum_loss"))
+              and graph_rop_supported(objective.model, getattr(objective, "batch_norm", "batch"))):
+            kind = "graph_rop"
         else:
             kind = "cached"
     if kind == "objective":
         return ObjectiveHVP(objective, theta)
     if kind == "rop":
         return RopHVP(objective, theta, max_bytes=graph_cache_bytes)
+    if kind == "graph_rop":
+        return GraphRopHVP(objective, theta, max_bytes=graph_cache_bytes)
     return CachedHVP(objective, theta, max_bytes=graph_cache_bytes)
 
 
