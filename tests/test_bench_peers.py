@@ -72,7 +72,7 @@ def test_rows_agree_with_the_dense_hessian(rows):
             assert e["eigvals"] == pytest.approx(lam[:k].tolist(), rel=1e-4), m
             assert cold["agreement"]["top_k"][m], m
             assert e["n_matvec"] >= k and e["time_s"] > 0 and e["peak_rss_scope"] == "call", m
-            if m != "eosflow":  # each peer's knob was calibrated to the tolerance
+            if not m.startswith("eosflow"):  # each peer's knob was calibrated to the tolerance
                 assert e["calibration"]["setting"] is not None and e["calibration"]["tried"], m
         assert cold["methods"]["eosflow"]["product"] is not None
     h = w["hvp_cost"]

@@ -86,7 +86,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="top-k values for the residual workload (default 1 3)")
     p.add_argument("--residual-reps", type=int, default=None, help="repetitions for the residual workload (default 3)")
     p.add_argument("--residual-methods", nargs="+", default=None,
-                   choices=["eosflow", "pyhessian", "hessian_eigenthings", "curvlinops"],
+                   choices=["eosflow", "eosflow_lean", "pyhessian", "hessian_eigenthings", "curvlinops"],
                    help="methods of the residual workload's rows (default all; a peer not installed is skipped)")
     p.add_argument("--methods", nargs="+", choices=list(METHOD_ORDER), default=None)
     p.add_argument("--malloc-default", action="store_true",
