@@ -42,7 +42,8 @@ def test_quick_report_structure(quick_report):
     assert set(r["workloads"]) == {"mlp", "vgg", "residual"} and r["rows"] == ["cold", "tracking", "clamp", "gd"]
     res = r["workloads"]["residual"]  # a user's model through a DataLoader, against the peers
     assert set(res["cold"]) == {"top1", "top3"} and res["info"]["batch_size"] == 32 and res["hvp_cost"]["x_grad"] > 0
-    assert list(res["cold"]["top1"]["methods"]) == ["eosflow", "pyhessian", "hessian_eigenthings", "curvlinops"]
+    assert list(res["cold"]["top1"]["methods"]) == ["eosflow", "eosflow_lean", "pyhessian", "hessian_eigenthings",
+                                                    "curvlinops"]
     mlp = r["workloads"]["mlp"]
     assert mlp["info"]["n_params"] > 1000 and mlp["info"]["n_examples"] == 300
     assert set(mlp["cold"]) == {"top1", "top10"}
