@@ -17,7 +17,8 @@ LIGHT_MODULES = ["eosflow.figures.fig1", "eosflow.figures.fig2", "eosflow.figure
                  "eosflow.figures.clipped_ada", "eosflow.stability", "eosflow.figures.ablation",
                  "eosflow.figures.generalization_map", "eosflow.figures.sweep_stats", "eosflow.figures.fig7",
                  "eosflow.figures.fig8", "eosflow.figures.fig9", "eosflow.config.flattening",
-                 "eosflow.figures.flattening", "eosflow.config.tags", "eosflow.jobs.spec"]
+                 "eosflow.figures.flattening", "eosflow.config.tags", "eosflow.jobs.spec",
+                 "eosflow.figures.spectrum"]
 
 
 def _split(req: str):
