@@ -31,6 +31,7 @@ include: "workflow/rules/flattening.smk"
 include: "workflow/rules/sweep_figures.smk"
 include: "workflow/rules/fig9.smk"
 include: "workflow/rules/fig12.smk"
+include: "workflow/rules/layers.smk"
 include: "workflow/rules/spectrum.smk"
 include: "workflow/rules/undescribed.smk"
 

@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 CATALOG = [f"figures/fig{n}.pdf" for n in (1, 2, 3, 4, 5, 6, 7, 8, 9, 12)] + [
     f"figures/ext/{e}.pdf" for e in ("mse_flattening", "eos", "sgd_flattening", "clipped_ada", "instability_ablation",
-                                     "generalization_map", "spectrum")]
+                                     "generalization_map", "spectrum", "layers")]
 pytestmark = pytest.mark.workflow
 
 

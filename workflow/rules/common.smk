@@ -63,6 +63,7 @@ _deep_check(config)
 IMPLEMENTED = ["fig1", "fig2", "fig3", "fig4", "fig5", "fig6", "fig7", "fig8", "fig9", "fig12", "ext/eos",
                "ext/mse_flattening", "ext/instability_ablation", "ext/generalization_map"]
 IMPLEMENTED += [f"ext/{f}" for f in OPT_FIGURES]
+IMPLEMENTED += ["ext/layers"]
 IMPLEMENTED += ["ext/spectrum"]
 # The paper's figures that no public text describes: never produced (they fail with a message).
 UNDESCRIBED = ["fig10", "fig11", "fig13"]
