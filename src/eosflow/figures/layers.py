@@ -32,6 +32,7 @@ import numpy as np
 import seaborn as sns
 import xarray as xr
 from matplotlib.lines import Line2D
+from matplotlib.ticker import NullFormatter
 
 from ..claims import REGISTRY, Claim, claim, family_claim
 from .common import finish, log_axis, new_figure
@@ -219,7 +220,12 @@ def make_layers(layers: list[xr.Dataset], cubes: list[xr.Dataset], pdf_path, png
     ax.axvspan(1 - AT_LIMIT, 1 + AT_LIMIT, color="0.85", zorder=0)
     ax.set_xscale("log")
     ax.set_yscale("log")
-    log_axis(ax.xaxis)
+    grid = sorted({round(r["ratio"], 2) for r in rows if math.isfinite(r["ratio"])})
+    if 1 < len(grid) <= 12:  # a relative grid: its multiples as ticks
+        ax.set_xticks(grid, [f"{g:g}" for g in grid])
+        ax.xaxis.set_minor_formatter(NullFormatter())
+    else:
+        log_axis(ax.xaxis)
     ax.set_xlabel(r"$\eta_0 / \eta_{eos}$ (each run against its own seed's limit)")
     ax.set_ylabel(r"final block $\lambda_{max}$")
     ax.set_title("(c) final per-layer top eigenvalue, every seed")
