@@ -18,7 +18,7 @@ LIGHT_MODULES = ["eosflow.figures.fig1", "eosflow.figures.fig2", "eosflow.figure
                  "eosflow.figures.generalization_map", "eosflow.figures.sweep_stats", "eosflow.figures.fig7",
                  "eosflow.figures.fig8", "eosflow.figures.fig9", "eosflow.config.flattening",
                  "eosflow.figures.flattening", "eosflow.config.tags", "eosflow.jobs.spec",
-                 "eosflow.figures.spectrum"]
+                 "eosflow.figures.spectrum", "eosflow.figures.layers"]
 
 
 def _split(req: str):
