@@ -47,7 +47,7 @@ from torch import Tensor, nn
 
 from .operators import HessianOperator
 from .rop import (ACTIVATIONS, DEFAULT_PRIMAL_CACHE_BYTES, _Activation, _BatchNorm, _Conv, _layer_problem, _Linear,
-                  _loss_primal, _loss_tangent, _MaxPool)
+                  _loss_primal, _loss_tangent, _MaxPool, kept_primal, stack_products)
 
 __all__ = ["GraphRopHVP", "graph_rop_supported", "graph_rop_unsupported_reason"]
 
@@ -1082,24 +1082,11 @@ class GraphRopHVP(HessianOperator):
         rflats = [self._extend(obj.unflatten(v)) for v in V]
         outs: list[dict] = [{} for _ in V]
         for i, (xc, yc) in enumerate(obj.chunks()):
-            if i < len(self._cache):
-                Ps, state = self._cache[i]
-            else:
-                Ps, state = self._primal(xc, yc)
-                if not self._cache_full and i == len(self._cache):
-                    size = _nbytes([Ps, state], set())
-                    if self.cache_bytes + size <= self.max_bytes:
-                        self._cache.append((Ps, state))
-                        self.cache_bytes += size
-                    else:
-                        self._cache_full = True
+            # a tensor held by two nodes counts once
+            Ps, state = kept_primal(self, i, xc, yc, lambda primal: _nbytes(list(primal), set()))
             for rflat, out in zip(rflats, outs):
                 self._tangent(Ps, state, rflat, out)
-        rows = []
-        for out in outs:
-            rows.append(torch.cat([out[n].reshape(-1) if n in out else self.theta.new_zeros(s)
-                                   for n, s in zip(obj.names, obj.sizes)]) / obj.n)
-        return torch.stack(rows)
+        return stack_products(outs, obj, self.theta)
 
     def matvec(self, v: Tensor) -> Tensor:
         return self.matvec_batch(v[None])[0]

@@ -382,6 +382,31 @@ def _nbytes(obj) -> int:
     return 0
 
 
+def kept_primal(op, i: int, xc: Tensor, yc: Tensor, size_of):
+    """Chunk ``i``'s primal pass for an R-operator ``op`` (:class:`RopHVP`,
+    :class:`~eosflow.spectral.graph_rop.GraphRopHVP`): the one kept from an earlier call, or
+    ``op._primal(xc, yc)``, kept while the first chunks' passes total at most ``op.max_bytes``
+    (``size_of(primal)``: its bytes)."""
+    if i < len(op._cache):
+        return op._cache[i]
+    primal = op._primal(xc, yc)
+    if not op._cache_full and i == len(op._cache):
+        size = size_of(primal)
+        if op.cache_bytes + size <= op.max_bytes:
+            op._cache.append(primal)
+            op.cache_bytes += size
+        else:
+            op._cache_full = True
+    return primal
+
+
+def stack_products(outs: list[dict], obj, theta: Tensor) -> Tensor:
+    """The rows ``(m, P)`` of the products accumulated per parameter name in ``outs`` (a parameter
+    without a term is zero), divided by the objective's ``n``."""
+    return torch.stack([torch.cat([out[n].reshape(-1) if n in out else theta.new_zeros(s)
+                                   for n, s in zip(obj.names, obj.sizes)]) / obj.n for out in outs])
+
+
 class RopHVP(HessianOperator):
     """``v ↦ ∇²L(θ) v`` of an :class:`~eosflow.objective.Objective` at one ``θ`` by the R-operator.
 
@@ -453,24 +478,10 @@ class RopHVP(HessianOperator):
         rps = [[r.params(obj.unflatten(v)) for r in self.rules] for v in V]
         outs: list[dict] = [{} for _ in V]
         for i, (xc, yc) in enumerate(obj.chunks()):
-            if i < len(self._cache):
-                Ps, prob = self._cache[i]
-            else:
-                Ps, prob = self._primal(xc, yc)
-                if not self._cache_full and i == len(self._cache):
-                    size = _nbytes(Ps) + _nbytes(prob)
-                    if self.cache_bytes + size <= self.max_bytes:
-                        self._cache.append((Ps, prob))
-                        self.cache_bytes += size
-                    else:
-                        self._cache_full = True
+            Ps, prob = kept_primal(self, i, xc, yc, lambda primal: _nbytes(primal[0]) + _nbytes(primal[1]))
             for rp, out in zip(rps, outs):
                 self._tangent(Ps, prob, rp, out)
-        rows = []
-        for out in outs:
-            rows.append(torch.cat([out[n].reshape(-1) if n in out else self.theta.new_zeros(s)
-                                   for n, s in zip(obj.names, obj.sizes)]) / obj.n)
-        return torch.stack(rows)
+        return stack_products(outs, obj, self.theta)
 
     def matvec(self, v: Tensor) -> Tensor:
         return self.matvec_batch(v[None])[0]
