@@ -132,17 +132,19 @@ def build_model(spec: dict, input_shape, n_classes: int, seed: int, perturb: flo
     init = spec.pop("init", "lecun")
     if init not in INITS:
         raise ValueError(f"unknown model.init {init!r}; allowed: {list(INITS)}")
+    classes = {"mlp": MLP, "cnn": SmallCNN, "vgg": SmallVGG}
+    if arch not in classes:
+        raise ValueError(f"unknown model.arch {arch!r}; allowed: {list(ARCHITECTURES)}")
+    return _seeded(lambda: classes[arch](input_shape, n_classes, **spec), seed, init, perturb)
+
+
+def _seeded(make, seed: int, init: str | None, perturb: float) -> nn.Module:
+    """``make()`` under ``torch.manual_seed(seed)`` (the global generator restored after), then
+    :func:`lecun_init_` when ``init == "lecun"`` and :func:`perturb_` when ``perturb``."""
     gen_state = torch.random.get_rng_state()
     torch.manual_seed(seed)
     try:
-        if arch == "mlp":
-            model = MLP(input_shape, n_classes, **spec)
-        elif arch == "cnn":
-            model = SmallCNN(input_shape, n_classes, **spec)
-        elif arch == "vgg":
-            model = SmallVGG(input_shape, n_classes, **spec)
-        else:
-            raise ValueError(f"unknown model.arch {arch!r}; allowed: {list(ARCHITECTURES)}")
+        model = make()
         if init == "lecun":
             lecun_init_(model)
         if perturb:
@@ -181,15 +183,18 @@ def build_user_model(spec: dict, input_shape, n_classes: int, seed: int, perturb
     from .losses import load_object
 
     kwargs = dict(spec.get("kwargs") or {})
-    gen_state = torch.random.get_rng_state()
-    torch.manual_seed(seed)
-    try:
+
+    def make() -> nn.Module:
         if "factory" in spec:
             fn = load_object(spec["factory"], f"{what}.factory")
             if not callable(fn):
                 raise ValueError(f"{what}.factory: {spec['factory']} is a {type(fn).__name__}, not a function or class")
             model = _factory_call(fn, kwargs, input_shape, n_classes, f"{what}.factory {spec['factory']}")
-        elif "torchvision" in spec:
+            if not isinstance(model, nn.Module):
+                raise ValueError(f"{what}.factory: {spec['factory']} returned {type(model).__name__}, not a "
+                                 "torch.nn.Module")
+            return model
+        if "torchvision" in spec:
             import torchvision
 
             name = spec["torchvision"]
@@ -198,20 +203,12 @@ def build_user_model(spec: dict, input_shape, n_classes: int, seed: int, perturb
                                  f"{', '.join(torchvision.models.list_models(module=torchvision.models))}")
             kwargs.setdefault("num_classes", n_classes)
             try:
-                model = torchvision.models.get_model(name, weights=None, **kwargs)
+                return torchvision.models.get_model(name, weights=None, **kwargs)
             except Exception as e:
                 raise ValueError(f"{what}.torchvision: {name}({kwargs}) failed: {type(e).__name__}: {e}") from e
-        else:
-            raise ValueError(f"{what}: needs arch (mlp, cnn, vgg), factory or torchvision")
-        if not isinstance(model, nn.Module):
-            raise ValueError(f"{what}.factory: {spec['factory']} returned {type(model).__name__}, not a torch.nn.Module")
-        if spec.get("init") == "lecun":
-            lecun_init_(model)
-        if perturb:
-            perturb_(model, perturb, seed)
-    finally:
-        torch.random.set_rng_state(gen_state)
-    return model
+        raise ValueError(f"{what}: needs arch (mlp, cnn, vgg), factory or torchvision")
+
+    return _seeded(make, seed, spec.get("init"), perturb)
 
 
 def model_provenance(spec: dict) -> dict:

@@ -10,20 +10,15 @@ import torch
 
 from ..config.usercode import needs_deep_check
 from ..losses import resolve_loss
-from ..models import build_model
+from ..config.datasets import dataset_shape
+from ..models import build_model, build_user_model
 from ..objective import Objective
 
 __all__ = ["check_settings", "data_shape"]
 
-_BUILTIN_SHAPES = {"fashion-mnist": ((1, 28, 28), 10), "cifar10": ((3, 32, 32), 10)}
-
-
 def data_shape(dataset, data_cfg: dict) -> tuple[tuple[int, ...], int]:
-    """``(input shape, number of classes)`` of a setting's dataset, cheaply (no full read)."""
-    if isinstance(dataset, str) and dataset in _BUILTIN_SHAPES:
-        return _BUILTIN_SHAPES[dataset]
-    from ..config.datasets import dataset_shape
-
+    """``(input shape, number of classes)`` of a setting's dataset, cheaply (no full read:
+    :func:`eosflow.config.datasets.dataset_shape`)."""
     shape, n_classes = dataset_shape(dataset, data_cfg)
     return tuple(int(s) for s in shape), int(n_classes)
 
@@ -41,11 +36,9 @@ def check_settings(cfg: dict, names: list[str] | None = None) -> list[str]:
             problems.append(f"{key}.dataset: {e}")
             continue
         try:
-            model = build_model(dict(s["model"]), shape, n_classes, seed=0) if "arch" in s["model"] else None
-            if model is None:
-                from ..models import build_user_model
-
-                model = build_user_model(dict(s["model"]), shape, n_classes, 0, what=f"{key}.model")
+            m = dict(s["model"])
+            model = (build_model(m, shape, n_classes, seed=0) if "arch" in m
+                     else build_user_model(m, shape, n_classes, 0, what=f"{key}.model"))
         except Exception as e:  # noqa: BLE001
             msg = str(e)
             problems.append(msg if msg.startswith(key) else f"{key}.model: {msg}")
