@@ -11,34 +11,10 @@ import pytest
 import xarray as xr
 import yaml
 
+from test_user_config import FACTORY  # a residual MLP with LayerNorm: make(input_shape, n_classes, width)
 from test_workflow import copy_workflow, snakemake
 
 pytestmark = pytest.mark.workflow
-
-FACTORY = '''
-import torch
-from torch import nn
-
-
-class ResMLP(nn.Module):
-    """Flatten, a residual block with LayerNorm, a linear read-out."""
-
-    def __init__(self, input_shape, n_classes, width=8):
-        super().__init__()
-        d = 1
-        for s in input_shape:
-            d *= s
-        self.inp, self.norm = nn.Linear(d, width), nn.LayerNorm(width)
-        self.fc, self.out = nn.Linear(width, width), nn.Linear(width, n_classes)
-
-    def forward(self, x):
-        h = torch.tanh(self.inp(x.flatten(1)))
-        return self.out(h + self.fc(torch.tanh(self.norm(h))))
-
-
-def make(input_shape, n_classes, width=8):
-    return ResMLP(input_shape, n_classes, width)
-'''
 
 
 @pytest.fixture(scope="module")

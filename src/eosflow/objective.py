@@ -71,8 +71,8 @@ class _Batches:
         digests = self._pass(record=True)
         if not self.sizes:
             raise ValueError("data: the loader gave no batches")
-        if check and self._pass(record=False, digests=digests) is None:
-            pass
+        if check:
+            self._pass(record=False, digests=digests)
 
     def _raw(self):
         for i, batch in enumerate(self.data):

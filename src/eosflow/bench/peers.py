@@ -32,6 +32,17 @@ PEERS = {"pyhessian": "PyHessian", "hessian_eigenthings": "hessian-eigenthings",
          "curvlinops": "curvlinops-for-pytorch"}
 
 
+class _Counted:
+    """``fn`` that counts its calls (``n``): a peer's Hessian-vector products."""
+
+    def __init__(self, fn):
+        self.fn, self.n = fn, 0
+
+    def __call__(self, v):
+        self.n += 1
+        return self.fn(v)
+
+
 def peer_version(method: str) -> str | None:
     """The installed version of ``method``'s distribution, None when it is not installed."""
     try:
@@ -65,18 +76,11 @@ class PyHessianMethod:
 
         torch.manual_seed(seed)  # its start vectors are torch.randn
         h = hessian(self.model, self.criterion, dataloader=self.loader, cuda=False)
-        count = [0]
-        product = h.dataloader_hv_product
-
-        def counted(v):
-            count[0] += 1
-            return product(v)
-
-        h.dataloader_hv_product = counted
+        h.dataloader_hv_product = counted = _Counted(h.dataloader_hv_product)
         vals, vecs = h.eigenvalues(top_n=k, maxIter=self.max_iter, tol=tol)
         self.model.zero_grad(set_to_none=True)
         # power iteration finds the largest in magnitude: kept in that order
-        return _desc(vals, torch.stack([_flat(v) for v in vecs]), count[0], by_magnitude=True)
+        return _desc(vals, torch.stack([_flat(v) for v in vecs]), counted.n, by_magnitude=True)
 
 
 class EigenthingsLoaderMethod:
@@ -96,16 +100,9 @@ class EigenthingsLoaderMethod:
         import hessian_eigenthings as he
 
         op = he.HessianOperator(self.model, self.loader, he.supervised_loss(self.criterion))
-        count = [0]
-        matvec = op.matvec
-
-        def counted(v):
-            count[0] += 1
-            return matvec(v)
-
-        op.matvec = counted
+        op.matvec = counted = _Counted(op.matvec)
         r = he.lanczos(op, k=k, max_iter=m, which="LA", reorthogonalize=True, seed=seed)
-        return _desc([float(x) for x in r.eigenvalues.cpu()], r.eigenvectors.detach().cpu(), count[0])
+        return _desc([float(x) for x in r.eigenvalues.cpu()], r.eigenvectors.detach().cpu(), counted.n)
 
 
 class CurvlinopsMethod:
@@ -125,16 +122,11 @@ class CurvlinopsMethod:
         params = [p for p in self.model.parameters() if p.requires_grad]
         H = HessianLinearOperator(self.model, self.criterion, params, self.loader, check_deterministic=False,
                                   num_data=self.n).to_scipy()
-        count = [0]
-
-        def matvec(v):
-            count[0] += 1
-            return H @ v
-
-        op = LinearOperator(H.shape, matvec=matvec, dtype=np.float64)
+        counted = _Counted(lambda v: H @ v)
+        op = LinearOperator(H.shape, matvec=counted, dtype=np.float64)
         v0 = np.random.default_rng(seed).standard_normal(H.shape[0])
         w, U = eigsh(op, k=k, which="LA", tol=tol, v0=v0)
-        return _desc(w, torch.from_numpy(U.T.copy()).float(), count[0])
+        return _desc(w, torch.from_numpy(U.T.copy()).float(), counted.n)
 
 
 def calibrate_ladder(solve, settings, check, k: int, tol: float, device, max_runs: int | None = None) -> dict:
