@@ -33,7 +33,6 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 

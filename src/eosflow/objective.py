@@ -31,7 +31,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, grad, jvp, vmap
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from .losses import BUILTIN_LOSSES, Loss, resolve_loss
+from .losses import BUILTIN_LOSSES, _builtin_per_example, resolve_loss
 
 log = logging.getLogger(__name__)
 
@@ -45,12 +45,17 @@ def per_example_loss(logits: Tensor, y: Tensor, loss: str) -> Tensor:
     """Cross-entropy, or MSE ``½ Σ_c (f_c − onehot(y)_c)²`` (Cohen et al.'s convention), per example."""
     if loss not in LOSSES:
         raise ValueError(f"unknown loss {loss!r}; allowed: {list(LOSSES)}")
-    from .losses import _builtin_per_example
     return _builtin_per_example(loss, logits, y)
 
 
 def _is_bn(m: nn.Module) -> bool:
     return isinstance(m, nn.modules.batchnorm._BatchNorm)
+
+
+def _moved(xb: Tensor, yb: Tensor, device, dtype) -> tuple[Tensor, Tensor]:
+    """A batch on ``device``, floating inputs in ``dtype`` (integer inputs, e.g. token ids, stay)."""
+    return (xb.to(device, dtype if xb.is_floating_point() else None, non_blocking=True),
+            yb.to(device, non_blocking=True))
 
 
 class DataChangedError(ValueError):
@@ -124,8 +129,7 @@ class _Batches:
             if self._checksum(xb, yb) != self.sums[i]:
                 raise self._changed(i, "its checksum differs")
             n += 1
-            xb = xb.to(self.device, self.dtype if xb.is_floating_point() else None, non_blocking=True)
-            yield xb, yb.to(self.device, non_blocking=True)
+            yield _moved(xb, yb, self.device, self.dtype)
         if n != len(self.sizes):
             raise self._changed(n, f"{n} batches instead of {len(self.sizes)}")
 
@@ -345,8 +349,7 @@ class Objective:
                 yield from x
             else:
                 for xb, yb in x:
-                    yield (xb.to(self.device, self.dtype if xb.is_floating_point() else None),
-                           yb.to(self.device))
+                    yield _moved(xb, yb, self.device, self.dtype)
             return
         for i in range(0, x.shape[0], self.chunk_size):
             yield x[i:i + self.chunk_size], y[i:i + self.chunk_size]
