@@ -4,11 +4,13 @@
 
 The default config's ``fmnist_mlp`` setting (784-32-32-32-10 ReLU MLP, 1,000 Fashion-MNIST images;
 synthetic images of that shape if none on disk), seed 0, GD at 2 η_eos(θ₀) for ``--epochs`` epochs:
-plain, and clamped at ``train.clamp`` 0.95 for each ``clamp_tol``, through ``eosflow.training.train``
-with the in-loop sharpness the jobs use (``eosflow.jobs.run.InloopSharpness``). Reports seconds
-per step (wall time of the run over its steps), the ratio to plain GD, Hessian-vector products
-per measurement, and the largest η_t·S(θ_t)/(2·clamp) with S recomputed to 1e-6 (float64) at every
-25th step: at most 1 means the clamp held.
+plain, and clamped at ``train.clamp`` 0.95 for each (``clamp_tol``, ``clamp_margin``) pair, through
+``eosflow.training.train`` with the in-loop sharpness the jobs use
+(``eosflow.jobs.run.InloopSharpness``; margin 0: a full solve at every step). Reports seconds per
+step (wall time of the run over its steps), the ratio to plain GD, full solves and Hessian-vector
+products per solve, missed predictions, and the largest η_t·λ_max(θ_t)/(2·clamp) over EVERY step,
+λ_max by a float64 tracker to 1e-7 (``eosflow.bench.steps._every_step_checks``): at most 1 means the
+clamp held.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import time
 import torch
 
 from eosflow.bench.measure import write_report
-from eosflow.bench.steps import float64_objective
+from eosflow.bench.steps import _every_step_checks
 from eosflow.bench.workloads import fashion_mnist_subset
 from eosflow.jobs.run import InloopSharpness
 from eosflow.models import build_model
@@ -31,24 +33,24 @@ from eosflow.training import TrainConfig, train
 SPEC = {"arch": "mlp", "widths": [32, 32, 32], "activation": "relu"}
 
 
-def run(obj, lr, epochs, clamp=None, clamp_tol=1e-3):
+def run(obj, lr, epochs, clamp=None, clamp_tol=1e-3, margin=0.0):
     cfg = TrainConfig(lr=lr, max_epochs=epochs, acc_goal=None, eval_every=epochs, snapshot_every=1,
-                      sharpness_every=0, clamp=clamp, clamp_tol=clamp_tol)
-    fn = InloopSharpness(obj, clamp_tol, 100, clamped=True) if clamp is not None else None
+                      sharpness_every=0, clamp=clamp, clamp_tol=clamp_tol, clamp_margin=margin)
+    fn = InloopSharpness(obj, clamp_tol, 100, clamped=True, margin=margin) if clamp is not None else None
     t = time.perf_counter()
     res = train(obj, obj.flatten(), cfg, sharpness_fn=fn, progress=False)
     dt = time.perf_counter() - t
     out = {"s_per_step": dt / epochs, "status": res.status}
     if fn is not None:
         n = [r["n_matvec"] for r in fn.tracker.records]
-        out.update(hvps_per_measurement_median=statistics.median(n), hvps_per_measurement_mean=statistics.fmean(n),
+        b = fn.bounds
+        out.update(clamp_tol=clamp_tol, clamp_margin=margin, solves=b.solves, predicted_steps=b.predictions,
+                   misses=b.misses, hvps_per_measurement_median=statistics.median(n),
+                   hvps_per_measurement_mean=statistics.fmean(n), hvps_per_step=sum(n) / (epochs + 1),
                    product=fn.tracker.records[-1]["product"])
-        obj64 = float64_objective(obj)
-        worst = 0.0
-        for t in range(0, epochs, 25):
-            s = float(top_eigenpairs(obj64, res.snapshots[t].double(), 1, tol=1e-6, max_iter=300).eigvals[0])
-            worst = max(worst, float(res.metrics["lr"][t]) * s / (2 * clamp))
-        out["max_lr_s_over_2clamp"] = worst
+        every = _every_step_checks(obj, list(res.snapshots), list(res.metrics["lr"]), clamp, 1e-7, 300)
+        out["max_lr_s_over_2clamp"] = every["max_lr_s_over_2clamp"]
+        out["every_step_check"] = {k: v for k, v in every.items() if k != "lr_s_over_2clamp"}
     return out
 
 
@@ -57,7 +59,8 @@ def main():
     p.add_argument("--out", default="results/bench/clamp_cost.json")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--epochs", type=int, default=300)
-    p.add_argument("--clamp-tols", type=float, nargs="+", default=[1e-3, 1e-2, 3e-2])
+    p.add_argument("--rows", nargs="+", default=["0.001:0", "0.001:0.02", "0.01:0.02"],
+                   help="clamped rows as clamp_tol:clamp_margin (margin 0: a full solve at every step)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     x, y, source = fashion_mnist_subset(1000)
@@ -69,13 +72,15 @@ def main():
     plain = run(obj, lr, args.epochs)
     report["rows"]["plain"] = plain
     print(f"plain GD: {plain['s_per_step'] * 1e3:.1f} ms a step ({plain['status']})")
-    for tol in args.clamp_tols:
-        r = run(obj, lr, args.epochs, clamp=0.95, clamp_tol=tol)
+    for row in args.rows:
+        tol, margin = (float(x) for x in row.split(":"))
+        r = run(obj, lr, args.epochs, clamp=0.95, clamp_tol=tol, margin=margin)
         r["ratio_vs_plain"] = r["s_per_step"] / plain["s_per_step"]
-        report["rows"][f"clamp_tol_{tol:g}"] = r
-        print(f"clamp 0.95, clamp_tol {tol:g}: {r['s_per_step'] * 1e3:.1f} ms a step, x{r['ratio_vs_plain']:.2f} "
-              f"plain; {r['hvps_per_measurement_median']} HVPs a measurement (median), product {r['product']}; "
-              f"max eta_t S/(2 clamp) {r['max_lr_s_over_2clamp']:.5f}")
+        report["rows"][f"clamp_tol {tol:g}, margin {margin:g}"] = r
+        print(f"clamp 0.95, clamp_tol {tol:g}, margin {margin:g}: {r['s_per_step'] * 1e3:.1f} ms a step, "
+              f"x{r['ratio_vs_plain']:.2f} plain; {r['solves']} solves, {r['misses']} misses, "
+              f"{r['hvps_per_measurement_median']} HVPs a solve (median), product {r['product']}; "
+              f"max eta_t S/(2 clamp) over every step {r['max_lr_s_over_2clamp']:.5f}")
     write_report(report, args.out)
 
 

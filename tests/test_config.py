@@ -107,8 +107,9 @@ def test_in_loop_sharpness_is_one_predicate_and_only_it_adds_the_tracker_keys():
     assert plain.inloop == InloopSpec(tol=1e-3, max_iter=100, clamped=False)
     assert plain.record()["inloop_sharpness"] == {"tol": 1e-3, "max_iter": 100} and "hessian" not in plain.record()
     twin = run_spec(cfg, "ablation", "fmnist_mlp", "x1.4", 0)  # the clamped twins: every step, to clamp_tol
-    assert twin.clamp == 0.95 and twin.inloop == InloopSpec(tol=1e-2, max_iter=100, clamped=True)
-    assert twin.record()["inloop_sharpness"] == {"tol": 1e-2, "max_iter": 100, "every": 1}
+    assert twin.clamp == 0.95 and twin.inloop == InloopSpec(tol=1e-2, max_iter=100, clamped=True, margin=0.02)
+    assert twin.record()["inloop_sharpness"] == {"tol": 1e-2, "max_iter": 100, "every": 1, "margin": 0.02}
+    assert InloopSpec.from_record(twin.record()["inloop_sharpness"]) == twin.inloop
     cfg["train"]["sharpness_every"] = 0
     assert run_spec(cfg, "sweep", "fmnist_mlp", "x1", 0).inloop is None
     assert "inloop_sharpness" not in run_spec(cfg, "sweep", "fmnist_mlp", "x1", 0).record()

@@ -79,6 +79,13 @@ def test_rop_primal_cache_budget():
     none = RopHVP(obj, theta, max_bytes=0)
     assert torch.equal(none.matvec(v), ref) and none.cached_chunks == 0
     assert torch.equal(full.matvec(v), ref)  # from the kept primal passes
+    # the budget counts each kept tensor once: a layer's output held again as the next one's input
+    # (and any other alias) is not counted twice
+    held = [t for Ps, prob in full._cache for t in [prob, *[x for P in Ps for x in P.values()]]
+            if isinstance(t, torch.Tensor)]
+    unique = {(t.data_ptr(), t.numel() * t.element_size()): t for t in held}
+    assert len(unique) < len(held)  # the VGG's primal passes do share tensors
+    assert full.cache_bytes == sum(t.numel() * t.element_size() for t in unique.values())
 
 
 class _Square(nn.Module):

@@ -32,7 +32,7 @@ __all__ = ["SNAPSHOT", "CALIBRATION", "BENCH", "PERTURBED", "verdict_changes", "
 SNAPSHOT = Path("docs/results/default.json")
 CALIBRATION = Path("docs/results/calibration.json")
 BENCH = Path("benchmarks/results/cpu-2026-12-02.json")
-CLAMP_COST = Path("benchmarks/results/clamp-cost-cpu-2026-12-02.json")
+CLAMP_COST = Path("benchmarks/results/clamp-cost-cpu-2026-12-06.json")
 HVP_CHOICE = Path("benchmarks/results/hvp-choice-cpu-2026-12-02.json")
 PAPER_SCALE = Path("benchmarks/results/paper-scale-estimate-2026-12-06.json")
 BENCH_RESIDUAL = Path("benchmarks/results/cpu-residual-2026-12-06.json")
@@ -284,14 +284,16 @@ def render_residual(root: Path) -> str:
 def render_clamp_cost(root: Path) -> str:
     d = read_json(root / CLAMP_COST, "clamp cost results")
     plain = d["rows"]["plain"]["s_per_step"]
-    rows = [["plain GD", f"{1e3 * plain:.3g} ms", "1", "–", "–"]]
+    rows = [["plain GD", f"{1e3 * plain:.3g} ms", "1", "–", "–", "–", "–"]]
     for name, r in d["rows"].items():
         if name != "plain":
-            rows.append([name.replace("clamp_tol_", "clamp_tol "), f"{1e3 * r['s_per_step']:.3g} ms",
-                         _f(r["ratio_vs_plain"]), _f(r["hvps_per_measurement_median"]), _f(r["max_lr_s_over_2clamp"], 4)])
+            rows.append([name, f"{1e3 * r['s_per_step']:.3g} ms", _f(r["ratio_vs_plain"]),
+                         f"{r['solves']} of {d['epochs'] + 1}", r["misses"], _f(r["hvps_per_measurement_median"]),
+                         _f(r["max_lr_s_over_2clamp"], 4)])
     return (f"`{CLAMP_COST}`: {d['workload']}, eta = {_f(d['lr'])} (2 eta_eos), {d['epochs']} epochs, "
             f"{d['torch_threads']} thread.\n\n"
-            + _table(["step", "time a step", "x plain", "products a measurement", "max eta_t S / (2 clamp)"], rows))
+            + _table(["step", "time a step", "x plain", "full solves", "misses", "products a solve",
+                      "max eta_t S / (2 clamp), every step"], rows))
 
 
 def render_hvp_choice(root: Path) -> str:

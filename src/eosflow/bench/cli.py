@@ -20,7 +20,7 @@ DEFAULT_CONFIG = "config/config.yaml"
 
 def config_defaults(path: str | None, explicit: bool = False) -> dict:
     """What the benchmark takes from the workflow's config ``path``: ``data.cifar10_dir``,
-    ``train.clamp_tol`` and ``hessian.max_iter`` (the clamp's in-loop tracker), each the schema's
+    ``train.clamp_tol``, ``train.clamp_margin`` and ``hessian.max_iter`` (the clamp's in-loop tracker), each the schema's
     default where the file or the key is absent. A missing file is an error only when it was named
     (``explicit``); a malformed one always is (:class:`eosflow.config.ConfigError`, naming it)."""
     from ..config import ConfigError, load_schema, read_yaml
@@ -28,6 +28,7 @@ def config_defaults(path: str | None, explicit: bool = False) -> dict:
     props = load_schema()["properties"]
     out = {"config": None, "cifar10_dir": None,
            "clamp_tol": props["train"]["properties"]["clamp_tol"]["default"],
+           "clamp_margin": props["train"]["properties"]["clamp_margin"]["default"],
            "max_iter": props["hessian"]["properties"]["max_iter"]["default"]}
     if path is None or not (Path(path).exists() or explicit):
         return out
@@ -35,6 +36,7 @@ def config_defaults(path: str | None, explicit: bool = False) -> dict:
     out["config"] = str(path)
     for key, block, name, kinds in (("cifar10_dir", "data", "cifar10_dir", (str, type(None))),
                                     ("clamp_tol", "train", "clamp_tol", (int, float)),
+                                    ("clamp_margin", "train", "clamp_margin", (int, float)),
                                     ("max_iter", "hessian", "max_iter", (int,))):
         section = raw.get(block) or {}
         if name in section:
@@ -72,15 +74,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--clamp-tol", type=float, default=None,
                    help="relative residual of the clamp's in-loop S (default: the config's train.clamp_tol, "
                         "else its schema default)")
-    p.add_argument("--clamp-steps", type=int, default=None, help="clamped GD steps on the MLP (default 30; 0: none)")
+    p.add_argument("--clamp-margin", type=float, default=None,
+                   help="the clamp's predicted-bound margin (default: the config's train.clamp_margin, else its "
+                        "schema default; 0: a full solve at every step)")
+    p.add_argument("--clamp-steps", type=int, default=None,
+                   help="clamped GD steps on the MLPs (default 200 on the 199k MLP, 300 on the default one; 0: none)")
     p.add_argument("--vgg-clamp-steps", type=int, default=None,
                    help="clamped GD steps on the VGG (default 6; 0: none)")
     p.add_argument("--gd-steps", type=int, default=None,
                    help="timed GD steps each, eosflow and bare torch (default MLP 20, VGG 6; 0: none)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (default: torch's); 1 is steadier on a shared, oversubscribed CPU")
-    p.add_argument("--workloads", nargs="+", choices=["mlp", "vgg", "residual"], default=None,
-                   help="workloads to run (default all); 'residual': a user's residual CNN through a DataLoader "
+    p.add_argument("--workloads", nargs="+", choices=["mlp", "vgg", "mlp_default", "residual"], default=None,
+                   help="workloads to run (default all); 'mlp_default': the pipeline's default MLP, its clamp row "
+                        "only; 'residual': a user's residual CNN through a DataLoader "
                         "against PyHessian, hessian-eigenthings and curvlinops (minutes on its own)")
     p.add_argument("--residual-k", type=int, nargs="+", default=None,
                    help="top-k values for the residual workload (default 1 3)")
@@ -133,7 +140,8 @@ def run_args(args) -> int:
             methods=args.methods, vgg_ks=args.vgg_k, vgg_reps=args.vgg_reps, vgg_track_steps=args.vgg_track_steps,
             rows=args.rows, cifar10_dir=cifar, cifar10_origin=origin, clamp=args.clamp,
             clamp_tol=args.clamp_tol if args.clamp_tol is not None else cfg["clamp_tol"],
-            clamp_max_iter=cfg["max_iter"], clamp_steps=args.clamp_steps, vgg_clamp_steps=args.vgg_clamp_steps,
+            clamp_max_iter=cfg["max_iter"],
+            clamp_margin=args.clamp_margin if args.clamp_margin is not None else cfg["clamp_margin"], clamp_steps=args.clamp_steps, vgg_clamp_steps=args.vgg_clamp_steps,
             gd_steps=args.gd_steps, heap_reuse=heap, residual_ks=args.residual_k, residual_reps=args.residual_reps,
             residual_methods=args.residual_methods, command=getattr(args, "command", None))
     except (BenchDataError, ConfigError) as e:

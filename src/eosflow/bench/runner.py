@@ -202,6 +202,10 @@ def configs(quick: bool) -> list[dict]:
              "model": {"arch": "vgg", "blocks": 1, "base_width": 4, "batch_norm": True, "activation": "relu"},
              "ks": [1, 3], "reps": 1, "track": {"k": 1, "steps": 4, "compare_at": [1, 3]},
              "clamp": {"steps": 4, "check_at": [3]}, "gd": {"steps": 3}},
+            {"name": "mlp_default", "data": "fashion-mnist", "n": 300,
+             "model": {"arch": "mlp", "widths": [32, 32, 32], "activation": "relu"}, "chunk_size": None,
+             "ks": [], "reps": 1, "track": None, "clamp": {"steps": 12, "check_at": [11], "every_step": True},
+             "gd": None},
             {"name": "residual", "data": "fashion-mnist", "n": 64, "batch_size": 32,
              "model": {"width": 4, "blocks": 1}, "ks": [1, 3], "reps": 1, "hvp_reps": 3},
         ]
@@ -209,11 +213,15 @@ def configs(quick: bool) -> list[dict]:
         {"name": "mlp", "data": "fashion-mnist", "n": 5000,
          "model": {"arch": "mlp", "widths": [200, 200], "activation": "tanh"}, "chunk_size": None,
          "ks": [1, 10], "reps": {1: 5, 10: 3}, "track": {"k": 1, "steps": 200, "compare_at": [1, 50, 100, 150, 199]},
-         "clamp": {"steps": 30, "check_at": [10, 20, 29]}, "gd": {"steps": 20}},
+         "clamp": {"steps": 200, "check_at": [50, 199], "every_step": True}, "gd": {"steps": 20}},
         {"name": "vgg", "data": "cifar10", "n": 5000, "chunk_size": 1000,
          "model": {"arch": "vgg", "blocks": 3, "base_width": 8, "batch_norm": True, "activation": "relu"},
          "ks": [1, 3], "reps": 1, "he_max_runs": 2, "track": {"k": 1, "steps": 8, "compare_at": [1, 7]},
          "clamp": {"steps": 6, "check_at": [5]}, "gd": {"steps": 6}},
+        {"name": "mlp_default", "data": "fashion-mnist", "n": 1000,
+         "model": {"arch": "mlp", "widths": [32, 32, 32], "activation": "relu"}, "chunk_size": None,
+         "ks": [], "reps": 1, "track": None, "clamp": {"steps": 300, "check_at": [100, 299], "every_step": True},
+         "gd": None},
         {"name": "residual", "data": "fashion-mnist", "n": 512, "batch_size": 128,
          "model": {"width": 16, "blocks": 2}, "ks": [1, 3], "reps": 3, "hvp_reps": 20},
     ]
@@ -222,6 +230,11 @@ def configs(quick: bool) -> list[dict]:
 def _with_overrides(spec: dict, o: dict) -> dict:
     """``spec`` with the command line's overrides ``o`` of its sizes (None: keep the workload's)."""
     spec = dict(spec)
+    if spec["name"] == "mlp_default":  # the pipeline's default network: its clamp row only
+        if o.get("clamp_steps") is not None:
+            spec["clamp"] = None if o["clamp_steps"] == 0 else {**spec["clamp"], "steps": o["clamp_steps"],
+                                                                "check_at": [o["clamp_steps"] - 1]}
+        return spec
     if spec["name"] == "residual":
         spec["ks"] = o.get("residual_ks") or spec["ks"]
         spec["reps"] = o.get("residual_reps") or spec["reps"]
@@ -237,7 +250,7 @@ def _with_overrides(spec: dict, o: dict) -> dict:
         spec["clamp"] = None
     elif clamp_steps is not None:
         check_at = [c for c in spec["clamp"]["check_at"] if c < clamp_steps] or [clamp_steps - 1]
-        spec["clamp"] = {"steps": clamp_steps, "check_at": check_at}
+        spec["clamp"] = {**spec["clamp"], "steps": clamp_steps, "check_at": check_at}
     if o.get("gd_steps") is not None:
         spec["gd"] = None if o["gd_steps"] == 0 else {"steps": o["gd_steps"]}
     return spec
@@ -264,8 +277,10 @@ METHOD_NOTES = {
                 "each calibrated to meet tol by fresh HVPs; eigenvalues against a float64 eigsh reference; one "
                 "HVP of each kind in gradients",
     "clamp": "GD at lr_factor x 2/S(theta0) with the stability clamp as a clamped training run "
-             "(InloopSharpness to clamp_tol, RunState.clamped_lr) against a plain GD step from "
-             "the same theta_t; S to 1e-6 at a few steps checks eta_t S <= 2 clamp",
+             "(InloopSharpness: solves to clamp_tol, bound predicted between them within clamp_margin; "
+             "RunState.clamped_lr) against a plain GD step from the same theta_t; ratio = total clamped time / "
+             "total plain time; S to 1e-6 (cold, float32 then float64) at a few steps and, where 'every_step', "
+             "by a float64 tracker at every step checks eta_t S <= 2 clamp",
     "gd_vs_torch": "eosflow's full-batch GD step (ObjectiveStepper, as run_loop) against a bare "
                    "torch loop over the same chunks, interleaved, at eta = 1/S(theta0)",
 }
@@ -281,7 +296,7 @@ def run(quick: bool = False, out: str | os.PathLike | None = None, device: str =
         methods: list[str] | None = None, vgg_ks: list[int] | None = None, vgg_reps: int | None = None,
         vgg_track_steps: int | None = None, rows: list[str] | None = None, cifar10_dir: str | None = None,
         cifar10_origin: str = "--cifar10-dir", clamp: float = 0.95, clamp_tol: float = 1e-3,
-        clamp_max_iter: int = 100, clamp_steps: int | None = None, vgg_clamp_steps: int | None = None,
+        clamp_max_iter: int = 100, clamp_margin: float = 0.02, clamp_steps: int | None = None, vgg_clamp_steps: int | None = None,
         gd_steps: int | None = None, verbose: bool = True, heap_reuse: bool | None = None,
         residual_ks: list[int] | None = None, residual_reps: int | None = None,
         residual_methods: list[str] | None = None, command: str | None = None) -> dict:
@@ -289,8 +304,8 @@ def run(quick: bool = False, out: str | os.PathLike | None = None, device: str =
     workload's (:func:`configs`); a step count of 0 drops that row. ``rows``: which of
     :data:`ROWS` to run (default all). ``cifar10_dir``: real CIFAR-10 for the VGG (its origin,
     the flag or the config key, names it in errors), else synthetic images. The clamp row uses
-    ``clamp``, ``clamp_tol`` and ``clamp_max_iter`` as a training run's ``train.clamp``,
-    ``train.clamp_tol`` and ``hessian.max_iter``. The ``residual`` workload (a user's model through a
+    ``clamp``, ``clamp_tol``, ``clamp_margin`` and ``clamp_max_iter`` as a training run's ``train.clamp``,
+    ``train.clamp_tol``, ``train.clamp_margin`` and ``hessian.max_iter``. The ``residual`` workload (a user's model through a
     ``DataLoader``, :mod:`eosflow.bench.userload`) runs its own rows (cold top-k by eosflow and the
     peers ``residual_methods``, the HVP cost), sized by ``residual_ks`` and ``residual_reps``."""
     dev = resolve_device(device)
@@ -311,7 +326,7 @@ def run(quick: bool = False, out: str | os.PathLike | None = None, device: str =
     report: dict = {
         "command": command, "quick": quick, "device": str(dev), "tol": tol, "rows": rows, "lr_factor": lr_factor,
         "cifar10_dir": None if vgg_data is None else {"path": str(cifar10_dir), "origin": cifar10_origin},
-        "clamp": {"clamp": clamp, "clamp_tol": clamp_tol, "max_iter": clamp_max_iter},
+        "clamp": {"clamp": clamp, "clamp_tol": clamp_tol, "max_iter": clamp_max_iter, "clamp_margin": clamp_margin},
         "gpu": torch.cuda.get_device_name(0) if dev.type == "cuda" else None,
         "torch": torch.__version__, "python": platform.python_version(), "machine": platform.machine(),
         "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
@@ -321,7 +336,8 @@ def run(quick: bool = False, out: str | os.PathLike | None = None, device: str =
         "methods": dict(METHOD_NOTES), "workloads": {},
     }
     options = {"rows": rows, "methods": methods, "tol": tol, "dev": dev, "quick": quick, "track_k": track_k,
-               "lr_factor": lr_factor, "clamp": (clamp, clamp_tol, clamp_max_iter), "verbose": verbose}
+               "lr_factor": lr_factor, "clamp": (clamp, clamp_tol, clamp_max_iter), "clamp_margin": clamp_margin,
+               "verbose": verbose}
     if any(s["name"] == "residual" for s in specs):
         from .peers import PEERS, peer_version
 
@@ -397,7 +413,8 @@ def _bench_trajectory(name: str, obj, theta, along: dict, w: dict, o: dict) -> N
         if verbose:
             print(format_tracking(name, w["tracking"]), flush=True)
     if cl is not None:
-        w["clamp"] = bench_clamp(obj, theta, lr_factor * 2.0 / s0, *o["clamp"], cl["steps"], cl["check_at"], dev)
+        w["clamp"] = bench_clamp(obj, theta, lr_factor * 2.0 / s0, *o["clamp"], cl["steps"], cl["check_at"], dev,
+                                 margin=o["clamp_margin"], check_every_step=cl.get("every_step", False))
         w["clamp"]["lr_factor"] = lr_factor
         if verbose:
             print(format_clamp(name, w["clamp"]), flush=True)
@@ -453,9 +470,10 @@ def format_clamp(name: str, c: dict) -> str:
     return "\n".join([
         f"{name} clamped GD: clamp {c['clamp']}, clamp_tol {c['clamp_tol']:g}, lr {c['lr']:.4g} "
         f"({c['lr_factor']} x 2/S(theta0)), {c['steps']} steps ({c['status']}), clamp binding at {c['binding_steps']}",
-        f"  plain GD step median {c['median_gd_step_s']:.4f} s; clamped step median {c['median_clamped_step_s']:.4f} s "
-        f"(S measurement {c['median_measure_s']:.4f} s, HVPs first {n['first']}, warm median {n['median_warm']}): "
-        f"x{c['ratio_clamped_vs_plain']:.2f}; all converged {c['all_converged']}; product {c['product']}",
+        f"  plain GD step mean {c['mean_gd_step_s']:.4f} s; clamped step mean {c['mean_clamped_step_s']:.4f} s "
+        f"({c['solves']} solves, {c['predicted_steps']} predicted steps, {c['misses']} misses; HVPs per solve first "
+        f"{n['first']}, warm median {n['median_warm']}): x{c['ratio_clamped_vs_plain']:.2f} (medians "
+        f"x{c['ratio_median_steps']:.2f}); all converged {c['all_converged']}; product {c['product']}",
         f"  validity: S to {v['exact_tol']:g} at steps {v['steps']}: max eta_t*S/(2*clamp) = "
         + ("-" if worst is None else f"{worst:.6f}")
         + f" (exact solves converged: {all(x['exact_converged'] for x in v['checks'])}) -> ok={v['ok']}"])

@@ -26,6 +26,11 @@ from .measure import median, product_of, timed
 from .references import _model_at
 
 
+#: Relative residual of the every-step check's float64 solves: float64 products of the 199k MLP cost
+#: about 4 float32 ones, and 1e-5 is a hundredth of the clamp's default tolerance.
+EVERY_STEP_TOL = 1e-5
+
+
 def eosflow_gd_step(stepper: ObjectiveStepper, theta, lr: float):
     """One full-batch GD step as the training loop takes it for a single run: the stepper's
     ``loss_grad_acc`` (loss, accuracy, gradient norm and finiteness, gradient) then its
@@ -35,25 +40,33 @@ def eosflow_gd_step(stepper: ObjectiveStepper, theta, lr: float):
 
 
 def bench_clamp(obj, theta0, lr: float, clamp: float, clamp_tol: float, max_iter: int, steps: int,
-                check_at, device, exact_tol: float = UNIT_TOL, exact_max_iter: int = UNIT_MAX_ITER) -> dict:
+                check_at, device, exact_tol: float = UNIT_TOL, exact_max_iter: int = UNIT_MAX_ITER,
+                margin: float = 0.0, check_every_step: bool = False) -> dict:
     """GD at ``lr`` (above the stability limit) with the stability clamp, as a clamped training run
-    steps: at every step ``S(θ_t)`` by :class:`~eosflow.jobs.run.InloopSharpness` (warm-started top-1
-    to ``clamp_tol``, at most ``max_iter`` iterations) and ``η_t = min(η, clamp·2/(S·(1+clamp_tol)))``
-    by :meth:`~eosflow.training.state.RunState.clamped_lr`. At each visited ``θ_t`` a plain GD step
-    from the same ``θ_t`` is timed too (which of the two goes first alternates, so machine noise
-    hits both); the trajectory follows the clamped one.
+    steps: at every step the bound ``U_t`` of :class:`~eosflow.jobs.run.InloopSharpness` (a
+    warm-started top-1 solve to ``clamp_tol``, at most ``max_iter`` products, or between solves the
+    bound :class:`~eosflow.training.clamp.ClampBound` predicts within ``margin``) and ``η_t =
+    min(η, clamp·2/U_t)`` by :meth:`~eosflow.training.state.RunState.clamped_lr`. At each visited
+    ``θ_t`` a plain GD step from the same ``θ_t`` is timed too (which of the two goes first
+    alternates, so machine noise hits both); the trajectory follows the clamped one. The ratio is
+    the clamped run's total time over the plain steps' (amortised: a step with a solve costs
+    several plain ones, one without about one); medians are reported beside it.
 
     Validity: at the steps nearest ``check_at`` where the clamp was binding (:func:`_check_steps`)
-    S is recomputed from a cold start (:func:`exact_sharpness`) to relative residual ``exact_tol`` and ``η_t·S_exact ≤ 2·clamp·(1 + exact_tol)`` is checked: what the clamp
-    promises (``η_t·λ_max ≤ 2·clamp``) when its own S stops at the looser ``clamp_tol``."""
-    state = RunState(TrainConfig(lr=lr, clamp=clamp, clamp_tol=clamp_tol, acc_goal=None, max_epochs=steps))
+    S is recomputed from a cold start (:func:`exact_sharpness`) to relative residual
+    ``exact_tol`` and ``η_t·S_exact ≤ 2·clamp·(1 + exact_tol)`` is checked: what the clamp promises
+    (``η_t·λ_max ≤ 2·clamp``). ``check_every_step``: besides, at every step by a float64 tracker of
+    its own (:func:`_every_step_checks`, to :data:`EVERY_STEP_TOL`), warm-started along the
+    trajectory with guard vectors."""
+    state = RunState(TrainConfig(lr=lr, clamp=clamp, clamp_tol=clamp_tol, clamp_margin=margin, acc_goal=None,
+                                 max_epochs=steps))
     stepper = ObjectiveStepper(obj)
-    sharp = InloopSharpness(obj, clamp_tol, max_iter, clamped=True)
-    results = []  # each in-loop measurement's costs, residual, convergence and Hessian-vector product
+    sharp = InloopSharpness(obj, clamp_tol, max_iter, clamped=True, margin=margin)
+    results = []  # each in-loop solve's costs, residual, convergence and Hessian-vector product
 
     def clamped_step(t, theta):
-        """The loop's step ``t`` of a clamped run: gradient, metrics, S(θ_t), η_t, update. Returns
-        ``(θ_{t+1} or None when diverged, η_t, S, seconds spent measuring S)``."""
+        """The loop's step ``t`` of a clamped run: gradient, metrics, U_t, η_t, update. Returns
+        ``(θ_{t+1} or None when diverged, η_t, S (NaN: predicted), seconds spent on U_t)``."""
         losses, accs, gnorms, finite, g = stepper.loss_grad_acc(theta)
         lr_t, diverged = state.observe(t, losses[0], accs[0], gnorms[0], finite[0])
         state.record_test()
@@ -64,12 +77,12 @@ def bench_clamp(obj, theta0, lr: float, clamp: float, clamp_tol: float, max_iter
             res = sharp.last
             results.append({"n_matvec": res.n_matvec, "residual": float(res.residuals[0]),
                             "converged": bool(res.converged), "product": res.product})
-        state.record_sharpness(s)
+        state.record_sharpness(s, sharp.bound)
         lr_t = state.clamped_lr(lr_t)
         return stepper.update(theta, g, [lr_t]), lr_t, s, dt_m
 
     theta = theta0.clone()
-    plain_s, clamped_s, measure_s, lrs, sharpness, visited = [], [], [], [], [], []
+    plain_s, clamped_s, measure_s, lrs, sharpness, visited, bounds = [], [], [], [], [], [], []
     status = "ran"
     for t in range(steps):
         if t % 2 == 0:
@@ -86,32 +99,68 @@ def bench_clamp(obj, theta0, lr: float, clamp: float, clamp_tol: float, max_iter
         measure_s.append(dt_m)
         lrs.append(lr_t)
         sharpness.append(s)
+        bounds.append(sharp.bound)
         visited.append(theta)  # θ_t (steps make new tensors: no copy needed)
         theta = nxt
     checks = _clamp_checks(obj, visited, lrs, sharpness, _check_steps(check_at, lrs, lr), lr, clamp, exact_tol,
                            exact_max_iter)
-    nmv = [r["n_matvec"] for r in results]
+    every = (_every_step_checks(obj, visited, lrs, clamp, EVERY_STEP_TOL, exact_max_iter)
+             if check_every_step else None)
+    ok = bool(checks) and all(c["holds"] and c["exact_converged"] for c in checks) and (every is None or every["ok"])
     return {
-        "clamp": clamp, "clamp_tol": clamp_tol, "max_iter": max_iter, "lr": lr, "steps": len(plain_s),
-        "status": status,
+        "clamp": clamp, "clamp_tol": clamp_tol, "clamp_margin": margin, "max_iter": max_iter, "lr": lr,
+        "steps": len(plain_s), "status": status, **_clamp_costs(plain_s, clamped_s, measure_s, results, sharp.bounds),
+        "binding_steps": sum(1 for x in lrs if x < lr),
+        "lr_t": lrs, "sharpness_inloop": sharpness, "bound_inloop": bounds,
+        "validity": {"exact_tol": exact_tol, "exact_max_iter": exact_max_iter, "exact_dtype": "float32, then float64",
+                     "steps": [c["step"] for c in checks],
+                     "max_lr_s_exact_over_2clamp": max([c["lr_s_exact_over_2clamp"] for c in checks]
+                                                       + ([every["max_lr_s_over_2clamp"]] if every else [])),
+                     "ok": ok, "checks": checks, "every_step": every},
+    }
+
+
+def _clamp_costs(plain_s, clamped_s, measure_s, results, bounds) -> dict:
+    """:func:`bench_clamp`'s times, ratios and solver costs."""
+    nmv = [r["n_matvec"] for r in results]
+    n = len(plain_s)
+    return {
         "median_gd_step_s": median(plain_s), "median_clamped_step_s": median(clamped_s),
+        "mean_gd_step_s": sum(plain_s) / n if n else None, "mean_clamped_step_s": sum(clamped_s) / n if n else None,
         "median_measure_s": median(measure_s),
-        "ratio_clamped_vs_plain": (median(clamped_s) / median(plain_s)) if plain_s else None,
+        "ratio_clamped_vs_plain": (sum(clamped_s) / sum(plain_s)) if n else None,
+        "ratio_kind": "total clamped time / total plain time (amortised over the run)",
+        "ratio_median_steps": (median(clamped_s) / median(plain_s)) if n else None,
+        "solves": bounds.solves, "predicted_steps": bounds.predictions, "misses": bounds.misses,
+        "hvps_per_step": sum(nmv) / n if n else None,
         "n_matvec_per_measurement": {"first": nmv[0] if nmv else None, "median": median(nmv),
                                      "median_warm": median(nmv[1:]), "mean": sum(nmv) / len(nmv) if nmv else None,
                                      "max": max(nmv, default=None)},
         "all_converged": all(r["converged"] for r in results) if results else None,
         "max_residual": max((r["residual"] for r in results), default=None),
-        "binding_steps": sum(1 for x in lrs if x < lr),
-        "lr_t": lrs, "sharpness_inloop": sharpness,
         "gd_step_times_s": [round(x, 5) for x in plain_s], "clamped_step_times_s": [round(x, 5) for x in clamped_s],
         "product": product_of(r["product"] for r in results),
-        "validity": {"exact_tol": exact_tol, "exact_max_iter": exact_max_iter, "exact_dtype": "float32, then float64",
-                     "steps": [c["step"] for c in checks],
-                     "max_lr_s_exact_over_2clamp": max((c["lr_s_exact_over_2clamp"] for c in checks), default=None),
-                     "ok": bool(checks) and all(c["holds"] and c["exact_converged"] for c in checks),
-                     "checks": checks},
     }
+
+
+def _every_step_checks(obj, visited, lrs, clamp: float, tol: float, max_iter: int) -> dict:
+    """``η_t·λ_max(θ_t) ≤ 2·clamp·(1 + tol)`` at every visited step, ``λ_max`` by a float64 tracker
+    of the benchmark's own (top 1 and two guard vectors, warm-started from the step before, to
+    relative residual ``tol``): independent of the clamp's float32 tracker and its predictions."""
+    from ..spectral import SpectrumTracker
+
+    obj64 = float64_objective(obj)
+    tracker = SpectrumTracker(k=1, tol=tol, max_iter=max_iter, n_guard=2, warm_subspace=True)
+    ratios, unconverged = [], 0
+    for th, lr_t in zip(visited, lrs):
+        res = tracker.measure(obj64, th.double())
+        unconverged += not res.converged
+        ratios.append(lr_t * float(res.eigvals[0]) / (2 * clamp))
+    worst = max(ratios, default=None)
+    return {"steps": len(ratios), "tol": tol, "dtype": "float64", "max_lr_s_over_2clamp": worst,
+            "n_above_1_plus_tol": sum(r > 1 + tol for r in ratios), "unconverged": unconverged,
+            "ok": bool(ratios) and unconverged == 0 and worst <= 1 + tol,
+            "lr_s_over_2clamp": [round(r, 7) for r in ratios]}
 
 
 def _clamp_checks(obj, visited, lrs, sharpness, at, lr: float, clamp: float, exact_tol: float,

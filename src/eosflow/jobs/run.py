@@ -10,6 +10,7 @@ all call it).
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 
 import torch
@@ -23,6 +24,7 @@ from ..models import build_model, model_provenance
 from ..objective import Objective
 from ..spectral import SpectrumTracker, top_eigenpairs
 from ..training import TrainConfig
+from ..training.clamp import ClampBound
 from .spec import InloopSpec, RunSpec
 
 __all__ = ["UNIT_TOL", "UNIT_MAX_ITER", "build_objective", "eta_eos_at_init", "place_lr", "train_config",
@@ -93,33 +95,59 @@ def train_config(spec: RunSpec) -> TrainConfig:
 class InloopSharpness:
     """A run's in-loop sharpness: ``S(θ)``, the top Hessian eigenvalue of ``objective`` to relative
     residual ``tol``, warm-started from the span of the two previous measurements' eigenvectors and
-    one guard vector (:class:`~eosflow.spectral.SpectrumTracker` with ``warm_subspace``). Its warm start is part of the run's
-    checkpoint (:meth:`state_dict`), so a resumed run measures, and a clamped one steps, exactly as
-    an uninterrupted one. A clamped run's measurement that stops short of ``tol`` is logged: its
-    clamp bound then rests on a looser estimate."""
+    one guard vector (:class:`~eosflow.spectral.SpectrumTracker` with ``warm_subspace``).
 
-    def __init__(self, objective: Objective, tol: float, max_iter: int, clamped: bool = False):
+    A clamped run (``clamped``) calls it at every step; ``bound`` is then the ``U_t ≥ λ_max(θ_t)``
+    its clamp steps with (:meth:`eosflow.training.state.RunState.clamped_lr`): after a full solve
+    ``S · (1 + tol)``; between full solves the bound :class:`~eosflow.training.clamp.ClampBound`
+    predicts from the measured change of S, within ``margin`` (0: a full solve at every step). A
+    step without a solve returns NaN (not measured). The warm start and the bound's state are part
+    of the run's checkpoint (:meth:`state_dict`), so a resumed run measures, and a clamped one
+    steps, exactly as an uninterrupted one. A clamped run's measurement that stops short of ``tol``
+    is logged (its clamp bound then rests on a looser estimate), and so is a missed prediction."""
+
+    def __init__(self, objective: Objective, tol: float, max_iter: int, clamped: bool = False,
+                 margin: float = 0.02):
         self.objective, self.tol, self.clamped = objective, tol, clamped
         self.tracker = SpectrumTracker(k=1, tol=tol, max_iter=max_iter, n_guard=1, warm_subspace=True)
-        self.last = None  # the latest measurement's EigResult (costs, residual, product)
+        self.bounds = ClampBound(tol, margin) if clamped else None
+        self.calls = 0  # steps seen (a clamped run calls at every step)
+        self.bound: float | None = None  # the clamp's U_t of the latest call
+        self.last = None  # the latest measurement's EigResult (costs, residual, product); None: predicted
 
     @classmethod
     def of(cls, objective: Objective, spec: InloopSpec) -> InloopSharpness:
         """The in-loop sharpness a run's :class:`~eosflow.jobs.spec.InloopSpec` describes."""
-        return cls(objective, spec.tol, spec.max_iter, spec.clamped)
+        return cls(objective, spec.tol, spec.max_iter, spec.clamped, spec.margin)
 
     def __call__(self, theta) -> float:
+        t, self.calls = self.calls, self.calls + 1
+        if self.bounds is not None and not self.bounds.due(t):
+            self.bound, self.last = self.bounds.predicted(t), None
+            return math.nan
         res = self.last = self.tracker.measure(self.objective, theta)
+        s = float(res.eigvals[0])
         if self.clamped and not res.converged:
             log.warning("clamp: S(theta) measurement %d stopped at residual %.2g (asked %g) after %d products",
                         self.tracker.n_measured, float(res.residuals[0]), self.tol, res.n_matvec)
-        return float(res.eigvals[0])
+        if self.bounds is not None:
+            self.bound, miss = self.bounds.solved(t, s)
+            if miss:
+                log.warning("clamp: S(theta) = %.6g at call %d rose above the predicted bound; safety now %g "
+                            "(%d misses)", s, t, self.bounds.safety, self.bounds.misses)
+        return s
 
     def state_dict(self) -> dict:
-        return self.tracker.state_dict()
+        state = self.tracker.state_dict()
+        if self.bounds is not None:
+            state = {**state, "calls": self.calls, "bounds": self.bounds.state_dict()}
+        return state
 
     def load_state_dict(self, state: dict, device=None) -> None:
         self.tracker.load_state_dict(state, device)
+        if self.bounds is not None and "bounds" in state:
+            self.calls = int(state["calls"])
+            self.bounds.load_state_dict(state["bounds"])
 
 
 def inloop_sharpness(spec: RunSpec, objective: Objective) -> InloopSharpness | None:

@@ -107,11 +107,13 @@ class LearningRate:
 class InloopSpec:
     """A run's in-loop sharpness S(θ): to relative residual ``tol`` in at most ``max_iter`` products,
     every ``train.sharpness_every`` epochs, or at every step under a stability clamp (``clamped``:
-    then to ``train.clamp_tol``; otherwise to the ``hessian`` block's ``tol``)."""
+    then to ``train.clamp_tol``, full solves as ``train.clamp_margin`` allows; otherwise to the
+    ``hessian`` block's ``tol``)."""
 
     tol: float
     max_iter: int
     clamped: bool = False
+    margin: float = 0.0
 
     @classmethod
     def of(cls, train: Mapping, hessian: Mapping) -> InloopSpec | None:
@@ -119,14 +121,16 @@ class InloopSpec:
         if not tracks_sharpness(train):
             return None
         clamped = train.get("clamp") is not None
-        return cls(train["clamp_tol"] if clamped else hessian["tol"], hessian["max_iter"], clamped)
+        return cls(train["clamp_tol"] if clamped else hessian["tol"], hessian["max_iter"], clamped,
+                   float(train.get("clamp_margin", 0.0)) if clamped else 0.0)
 
     def record(self) -> dict:
-        return {"tol": self.tol, "max_iter": self.max_iter, **({"every": 1} if self.clamped else {})}
+        return {"tol": self.tol, "max_iter": self.max_iter,
+                **({"every": 1, "margin": self.margin} if self.clamped else {})}
 
     @classmethod
     def from_record(cls, record: Mapping) -> InloopSpec:
-        return cls(record["tol"], record["max_iter"], record.get("every") == 1)
+        return cls(record["tol"], record["max_iter"], record.get("every") == 1, float(record.get("margin", 0.0)))
 
 
 @dataclass(frozen=True)

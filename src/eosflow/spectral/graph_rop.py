@@ -47,7 +47,7 @@ from torch import Tensor, nn
 
 from .operators import HessianOperator
 from .rop import (ACTIVATIONS, DEFAULT_PRIMAL_CACHE_BYTES, _Activation, _BatchNorm, _Conv, _layer_problem, _Linear,
-                  _loss_primal, _loss_tangent, _MaxPool, kept_primal, stack_products)
+                  _loss_primal, _loss_tangent, _MaxPool, _nbytes, kept_primal, stack_products)
 
 __all__ = ["GraphRopHVP", "graph_rop_supported", "graph_rop_unsupported_reason"]
 
@@ -910,21 +910,6 @@ def graph_rop_supported(model: nn.Module, batch_norm: str = "batch") -> bool:
     return graph_rop_unsupported_reason(model, batch_norm) is None
 
 
-def _nbytes(obj, seen: set) -> int:
-    """Bytes of the tensors in ``obj`` (dicts, lists), each counted once however often it is held."""
-    if isinstance(obj, Tensor):
-        key = (obj.data_ptr(), obj.numel() * obj.element_size())
-        if key in seen:
-            return 0
-        seen.add(key)
-        return key[1]
-    if isinstance(obj, dict):
-        return sum(_nbytes(v, seen) for v in obj.values())
-    if isinstance(obj, (list, tuple)):
-        return sum(_nbytes(v, seen) for v in obj)
-    return 0
-
-
 class GraphRopHVP(HessianOperator):
     """``v ↦ ∇²L(θ) v`` of an objective at one ``θ`` by the R-operator over the fx graph of its model.
 
@@ -1083,7 +1068,7 @@ class GraphRopHVP(HessianOperator):
         outs: list[dict] = [{} for _ in V]
         for i, (xc, yc) in enumerate(obj.chunks()):
             # a tensor held by two nodes counts once
-            Ps, state = kept_primal(self, i, xc, yc, lambda primal: _nbytes(list(primal), set()))
+            Ps, state = kept_primal(self, i, xc, yc, _nbytes)
             for rflat, out in zip(rflats, outs):
                 self._tangent(Ps, state, rflat, out)
         return stack_products(outs, obj, self.theta)

@@ -372,13 +372,20 @@ def _loss_tangent(prob: Tensor | None, rz: Tensor) -> Tensor:
     return torch.addcmul(pr, prob, pr.sum(-1, keepdim=True), value=-1)
 
 
-def _nbytes(obj) -> int:
+def _nbytes(obj, seen: set | None = None) -> int:
+    """Bytes of the tensors in ``obj`` (dicts, lists), each counted once however often it is held
+    (a layer's output is the next layer's input: one tensor, kept once)."""
+    seen = set() if seen is None else seen
     if isinstance(obj, Tensor):
-        return obj.numel() * obj.element_size()
+        key = (obj.data_ptr(), obj.numel() * obj.element_size())
+        if key in seen:
+            return 0
+        seen.add(key)
+        return key[1]
     if isinstance(obj, dict):
-        return sum(_nbytes(v) for v in obj.values())
+        return sum(_nbytes(v, seen) for v in obj.values())
     if isinstance(obj, (list, tuple)):
-        return sum(_nbytes(v) for v in obj)
+        return sum(_nbytes(v, seen) for v in obj)
     return 0
 
 
@@ -478,7 +485,7 @@ class RopHVP(HessianOperator):
         rps = [[r.params(obj.unflatten(v)) for r in self.rules] for v in V]
         outs: list[dict] = [{} for _ in V]
         for i, (xc, yc) in enumerate(obj.chunks()):
-            Ps, prob = kept_primal(self, i, xc, yc, lambda primal: _nbytes(primal[0]) + _nbytes(primal[1]))
+            Ps, prob = kept_primal(self, i, xc, yc, _nbytes)
             for rp, out in zip(rps, outs):
                 self._tangent(Ps, prob, rp, out)
         return stack_products(outs, obj, self.theta)

@@ -139,7 +139,8 @@ def _measure(stepper, theta: Tensor, t: int, active: list[int], states: list[Run
         states[i].record_test(*tests.get(j, (math.nan, math.nan)))
         fn = sharpness_fns[i]
         due_s = fn is not None and states[i].sharpness_due(t, diverged[j])
-        states[i].record_sharpness(float(fn(stepper.row(theta, j))) if due_s else math.nan)
+        value = float(fn(stepper.row(theta, j))) if due_s else math.nan
+        states[i].record_sharpness(value, getattr(fn, "bound", None) if due_s else None)
     due = [j for j, i in enumerate(active) if states[i].snapshot_due(t)]
     for j, fin in zip(due, stepper.finite(theta, due)):
         if fin:

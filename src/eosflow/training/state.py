@@ -41,6 +41,9 @@ class TrainConfig:
     schedule: dict | None = None
     clamp: float | None = None
     clamp_tol: float = 1e-3
+    # the clamp's bound between full solves may rise this much (eosflow.training.clamp; 0: a
+    # full solve at every step); read by the run's in-loop sharpness, recorded here
+    clamp_margin: float = 0.02
     # the optimizer (eosflow.training.optimizers); gd: full-batch GD; order_seed: minibatch order
     optimizer: str = "gd"
     batch_size: int | None = None
@@ -81,6 +84,7 @@ class RunState:
         self.status: str | None = None
         self.end_step: int | None = None
         self.first_step = 0
+        self._clamp_bound: float | None = None  # U_t ≥ λ_max(θ_t) given with step t's sharpness
         if start is not None:
             t = self.first_step = int(start["step"])
             self.metrics = {m: [float(x) for x in start["metrics"][m][:t]] for m in METRICS}
@@ -122,24 +126,32 @@ class RunState:
         return bool(every) and t % every == 0 and not diverged
 
     def clamped_lr(self, lr: float) -> float:
-        """The stability clamp: ``min(η_t, clamp · 2 / (S(θ_t) · (1 + clamp_tol)))`` with the
-        sharpness just recorded (``η_t`` itself without a clamp, or where S is not positive). The
-        Ritz value S is at most λ_max and, once its relative residual is ``≤ clamp_tol``, at least
-        λ_max / (1 + clamp_tol): so ``η_t · λ_max(θ_t) ≤ 2 · clamp``. A binding clamp replaces
-        step t's recorded η. Where it never binds, the run is plain GD's, bit for bit."""
+        """The stability clamp: ``min(η_t, clamp · 2 / U_t)``, ``U_t ≥ λ_max(θ_t)`` the bound given
+        with step t's sharpness (:meth:`record_sharpness`), by default ``S(θ_t) · (1 + clamp_tol)``
+        (``η_t`` itself without a clamp, or where nothing positive was measured). The Ritz value S
+        is at most λ_max and, once its relative residual is ``≤ clamp_tol``, at least
+        λ_max / (1 + clamp_tol): so ``η_t · λ_max(θ_t) ≤ 2 · clamp``; between full solves the bound
+        is predicted (:class:`eosflow.training.clamp.ClampBound`). A binding clamp replaces step
+        t's recorded η. Where it never binds, the run is plain GD's, bit for bit."""
         c = self.cfg
         if c.clamp is None:
             return lr
-        s = self.metrics["sharpness_inloop"][-1]
-        if not s > 0:  # nothing measured (a diverged step) or no positive curvature to clamp against
+        u = self._clamp_bound
+        if u is None:
+            s = self.metrics["sharpness_inloop"][-1]
+            u = s * (1.0 + c.clamp_tol) if s > 0 else math.nan
+        if not u > 0:  # nothing measured (a diverged step) or no positive curvature to clamp against
             return lr
-        bound = c.clamp * 2.0 / (s * (1.0 + c.clamp_tol))
+        bound = c.clamp * 2.0 / u
         if bound < lr:
             lr = self.metrics["lr"][-1] = bound
         return lr
 
-    def record_sharpness(self, value: float = math.nan) -> None:
+    def record_sharpness(self, value: float = math.nan, bound: float | None = None) -> None:
+        """Step t's in-loop sharpness (NaN: not measured) and, for a clamped run, the bound
+        ``U_t ≥ λ_max(θ_t)`` its clamp steps with (None: ``value · (1 + clamp_tol)``)."""
         self.metrics["sharpness_inloop"].append(value)
+        self._clamp_bound = bound
 
     def snapshot_due(self, t: int) -> bool:
         """Snapshots at the cadence and at the last step (kept only when finite)."""
