@@ -79,6 +79,10 @@ def test_quick_report_structure(quick_report):
     tv = vgg["tracking"]
     assert tv["steps"] == 4 and tv["k"] == 1 and [c["step"] for c in tv["compare_scipy"]] == [1, 3]
     assert tv["lr"] > 2 / tv["sharpness_theta0"] and "product" in tv and "product" in t
+    for tr in (t, tv):  # where the catapult ended: the first step with S below 2/η, and the steps after it
+        c = tr["catapult_end_step"]
+        assert c is None or (tr["steps_past_catapult"] == tr["steps"] - c
+                             and tr["compared_past_catapult"] == all(x["step"] >= c for x in tr["compare_scipy"]))
     assert set(r["targets"]) == set(TARGET_LABELS) - {"gpu_top10_le_30ms", "gpu_step_plus_top10_le_20ms"}
     for key, entry in r["targets"].items():  # every target measured in the quick run, each with its row
         assert entry["ratio"] is not None and entry["compare"] in (">=", "<="), key

@@ -100,6 +100,15 @@ def test_clamp_without_a_sharpness_function_is_an_error():
         train(obj, torch.ones(3, dtype=torch.float64), cfg(0.1, clamp=CLAMP), progress=False)
 
 
+def test_clamp_margin_of_the_run_and_of_its_sharpness_function_must_agree():
+    from eosflow.jobs.run import InloopSharpness
+
+    obj = Quartic(a=[0.0] * 3, b=[1.0, 2.0, 3.0])
+    fn = InloopSharpness(obj, 1e-3, 50, clamped=True, margin=0.0)
+    with pytest.raises(ValueError, match="clamp_margin is 0.02 but its in-loop sharpness predicts with margin 0"):
+        train(obj, torch.ones(3, dtype=torch.float64), cfg(0.1, clamp=CLAMP), sharpness_fn=fn, progress=False)
+
+
 @pytest.mark.parametrize("margin", [0.0, 0.02], ids=["solve-every-step", "predicted"])
 def test_clamp_on_the_default_mlp_holds_at_every_step_against_float64_solves(tmp_path, one_thread, margin):
     """The default MLP (784-32-32-32-10, ReLU, LeCun) on 200 Fashion-MNIST images, η₀ = 3 η_eos,
@@ -159,7 +168,7 @@ def test_a_clamped_run_resumed_from_its_checkpoint_equals_an_uninterrupted_one(t
     obj = Quartic(a=[2.0] * 6, b=[10.0, 5.0, 2.0, 1.0, 0.5, 0.1])
     theta0 = torch.linspace(1.0, -1.0, 6, dtype=torch.float64)
     c = TrainConfig(lr=3.0 / obj.lam_max(theta0), acc_goal=None, max_epochs=60, eval_every=1, snapshot_every=1,
-                    checkpoint_every=20, clamp=CLAMP)
+                    checkpoint_every=20, clamp=CLAMP, clamp_margin=margin)
     whole = train(obj, theta0, c, sharpness_fn=InloopSharpness(obj, 1e-3, 50, clamped=True, margin=margin),
                   progress=False)
 

@@ -67,7 +67,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--track-steps", type=int, default=None,
                    help="GD steps tracked on the MLP (default 200; 0: no tracking)")
     p.add_argument("--vgg-track-steps", type=int, default=None,
-                   help="GD steps tracked on the VGG (default 8; 0: no tracking)")
+                   help="GD steps tracked on the VGG (the vgg_small workload: default 230; 0: no tracking)")
     p.add_argument("--lr-factor", type=float, default=1.5, help="GD learning rate in units of 2/S(theta0)")
     p.add_argument("--tol", type=float, default=1e-3)
     p.add_argument("--clamp", type=float, default=0.95, help="the clamp row's train.clamp (default 0.95)")
@@ -80,14 +80,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--clamp-steps", type=int, default=None,
                    help="clamped GD steps on the MLPs (default 200 on the 199k MLP, 300 on the default one; 0: none)")
     p.add_argument("--vgg-clamp-steps", type=int, default=None,
-                   help="clamped GD steps on the VGG (default 6; 0: none)")
+                   help="clamped GD steps on the VGG (default 6 on 5,000 images, 120 on vgg_small; 0: none)")
     p.add_argument("--gd-steps", type=int, default=None,
                    help="timed GD steps each, eosflow and bare torch (default MLP 20, VGG 6; 0: none)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (default: torch's); 1 is steadier on a shared, oversubscribed CPU")
-    p.add_argument("--workloads", nargs="+", choices=["mlp", "vgg", "mlp_default", "residual"], default=None,
+    p.add_argument("--workloads", nargs="+", choices=["mlp", "vgg", "mlp_default", "vgg_small", "residual"],
+                   default=None,
                    help="workloads to run (default all); 'mlp_default': the pipeline's default MLP, its clamp row "
-                        "only; 'residual': a user's residual CNN through a DataLoader "
+                        "only; 'vgg_small': the VGG on 1,000 images, its trajectory rows (tracking past the "
+                        "catapult, the clamp over 120 steps); 'residual': a user's residual CNN through a DataLoader "
                         "against PyHessian, hessian-eigenthings and curvlinops (minutes on its own)")
     p.add_argument("--residual-k", type=int, nargs="+", default=None,
                    help="top-k values for the residual workload (default 1 3)")
@@ -141,7 +143,8 @@ def run_args(args) -> int:
             rows=args.rows, cifar10_dir=cifar, cifar10_origin=origin, clamp=args.clamp,
             clamp_tol=args.clamp_tol if args.clamp_tol is not None else cfg["clamp_tol"],
             clamp_max_iter=cfg["max_iter"],
-            clamp_margin=args.clamp_margin if args.clamp_margin is not None else cfg["clamp_margin"], clamp_steps=args.clamp_steps, vgg_clamp_steps=args.vgg_clamp_steps,
+            clamp_margin=args.clamp_margin if args.clamp_margin is not None else cfg["clamp_margin"],
+            clamp_steps=args.clamp_steps, vgg_clamp_steps=args.vgg_clamp_steps,
             gd_steps=args.gd_steps, heap_reuse=heap, residual_ks=args.residual_k, residual_reps=args.residual_reps,
             residual_methods=args.residual_methods, command=getattr(args, "command", None))
     except (BenchDataError, ConfigError) as e:

@@ -164,8 +164,15 @@ def bench_tracking(obj, theta0, k: int, tol: float, steps: int, lr_factor: float
         theta = theta - lr * g
     recs = tracker.records
     sharp = [float(r["eigvals"][0]) for r in recs]
+    # the catapult: GD above the limit until S falls below 2/η; the steps after it are at the edge
+    catapult = next((t for t, x in enumerate(sharp) if x < 2.0 / lr), None)
     out = {
         "k": k, "tol": tol, "steps": len(recs), "lr": lr, "lr_factor": lr_factor, "sharpness_theta0": s0,
+        "catapult_end_step": catapult, "steps_past_catapult": None if catapult is None else len(recs) - catapult,
+        "compared_past_catapult": catapult is not None and all(c["step"] >= catapult for c in comp),
+        "mean_measure_s_past_catapult": (float(np.mean(meas[catapult:])) if catapult is not None else None),
+        "mean_n_matvec_past_catapult": (float(np.mean([r["n_matvec"] for r in recs[catapult:]]))
+                                        if catapult is not None else None),
         "stability_limit_2_over_lr": 2.0 / lr, "sharpness_first_last": [sharp[0], sharp[-1]],
         "sharpness_median": median(sharp),
         "median_measure_s": median(meas), "median_gd_step_s": median(gd),
@@ -191,7 +198,9 @@ def configs(quick: bool) -> list[dict]:
     ``steps`` GD steps, eigsh at ``compare_at``), ``clamp`` (clamped GD over ``steps``, S to 1e-6 at
     ``check_at``), ``gd`` (``steps`` timed GD steps each for eosflow and bare torch). An HVP of the
     VGG over 5,000 images costs seconds (about 10 s on one thread; 4x that in float64, which the
-    clamp's check needs): its rows take few steps and one clamp check."""
+    clamp's check needs): its rows take few steps and one clamp check; its tracking past the catapult
+    and a longer clamped run use 1,000 of its images (``vgg_small``). ``mlp_default``: the default pipeline's MLP, for
+    its clamp row."""
     if quick:
         return [
             {"name": "mlp", "data": "fashion-mnist", "n": 300,
@@ -216,12 +225,18 @@ def configs(quick: bool) -> list[dict]:
          "clamp": {"steps": 200, "check_at": [50, 199], "every_step": True}, "gd": {"steps": 20}},
         {"name": "vgg", "data": "cifar10", "n": 5000, "chunk_size": 1000,
          "model": {"arch": "vgg", "blocks": 3, "base_width": 8, "batch_norm": True, "activation": "relu"},
-         "ks": [1, 3], "reps": 1, "he_max_runs": 2, "track": {"k": 1, "steps": 8, "compare_at": [1, 7]},
+         "ks": [1, 3], "reps": 1, "he_max_runs": 2, "track": None,
          "clamp": {"steps": 6, "check_at": [5]}, "gd": {"steps": 6}},
         {"name": "mlp_default", "data": "fashion-mnist", "n": 1000,
          "model": {"arch": "mlp", "widths": [32, 32, 32], "activation": "relu"}, "chunk_size": None,
          "ks": [], "reps": 1, "track": None, "clamp": {"steps": 300, "check_at": [100, 299], "every_step": True},
          "gd": None},
+        # the VGG's trajectory rows: 1,000 of the VGG workload's images (one chunk), so that 230 tracked
+        # steps past the catapult, eigsh at four of them and 120 clamped steps take minutes, not hours
+        {"name": "vgg_small", "data": "cifar10", "n": 1000, "chunk_size": 1000,
+         "model": {"arch": "vgg", "blocks": 3, "base_width": 8, "batch_norm": True, "activation": "relu"},
+         "ks": [], "reps": 1, "track": {"k": 1, "steps": 230, "compare_at": [60, 120, 180, 229]},
+         "clamp": {"steps": 120, "check_at": [60, 119]}, "gd": None},
         {"name": "residual", "data": "fashion-mnist", "n": 512, "batch_size": 128,
          "model": {"width": 16, "blocks": 2}, "ks": [1, 3], "reps": 3, "hvp_reps": 20},
     ]
@@ -230,6 +245,17 @@ def configs(quick: bool) -> list[dict]:
 def _with_overrides(spec: dict, o: dict) -> dict:
     """``spec`` with the command line's overrides ``o`` of its sizes (None: keep the workload's)."""
     spec = dict(spec)
+    if spec["name"] == "vgg_small":  # the VGG's trajectory rows only
+        if o.get("vgg_track_steps") is not None:
+            n = o["vgg_track_steps"]
+            spec["track"] = None if n == 0 else {**spec["track"], "steps": n,
+                                                 "compare_at": [c for c in spec["track"]["compare_at"] if c < n]
+                                                 or [n - 1]}
+        if o.get("vgg_clamp_steps") is not None:
+            n = o["vgg_clamp_steps"]
+            spec["clamp"] = None if n == 0 else {"steps": n, "check_at": [c for c in spec["clamp"]["check_at"]
+                                                                          if c < n] or [n - 1]}
+        return spec
     if spec["name"] == "mlp_default":  # the pipeline's default network: its clamp row only
         if o.get("clamp_steps") is not None:
             spec["clamp"] = None if o["clamp_steps"] == 0 else {**spec["clamp"], "steps": o["clamp_steps"],

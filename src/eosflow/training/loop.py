@@ -158,6 +158,10 @@ def run_loop(stepper, theta0s: list[Tensor], states: list[RunState], *, start_st
         if s.cfg.clamp is not None and fn is None:
             raise ValueError(f"run lr={s.cfg.lr:g}: train.clamp needs its in-loop sharpness function "
                              "(eosflow.jobs.run.inloop_sharpness); got none")
+        margin = getattr(getattr(fn, "bounds", None), "margin", None)
+        if s.cfg.clamp is not None and margin is not None and margin != s.cfg.clamp_margin:
+            raise ValueError(f"run lr={s.cfg.lr:g}: train.clamp_margin is {s.cfg.clamp_margin:g} but its in-loop "
+                             f"sharpness predicts with margin {margin:g}; give both the same")
     ckpt = _Checkpoint(checkpoint, fingerprint([s.cfg for s in states], final), stepper, sharpness_fns)
     t = ckpt.resume(states, final, start_step)
     active = [i for i, s in enumerate(states) if s.status is None]
