@@ -72,7 +72,7 @@ def test_the_committed_snapshot_is_a_full_default_build():
     s = json.loads((ROOT / SNAPSHOT).read_text())
     expected = {"fig1", "fig2", "fig3", "fig4", "fig5", "fig6", "fig7", "fig8", "fig9", "fig12", "ext/eos",
                 "ext/instability_ablation", "ext/generalization_map", "ext/sgd_flattening", "ext/clipped_ada",
-                "ext/mse_flattening"}
+                "ext/mse_flattening", "ext/spectrum", "ext/layers"}
     assert set(s["figures"]) == expected
     assert 0 < s["build"]["wall_time_s"] <= 100 * 60 and s["commit"] and not s["dirty"]
     schema = load_schema(name="claims")["properties"]["claims"]["items"]["properties"]
