@@ -101,7 +101,7 @@ def test_quick_clamp_rows_follow_the_clamp_and_hold(quick_report):
         c = w["clamp"]
         assert c["status"] == "ran" and c["steps"] == {"mlp": 6, "vgg": 4, "mlp_default": 12}[name]
         assert c["clamp"] == 0.95 and c["clamp_tol"] == 2e-3  # the default clamp, the config's clamp_tol
-        assert c["clamp_margin"] == 0.02  # the schema's default (the config has none)
+        assert c["clamp_margin"] == 0 and c["predicted_steps"] == 0  # the schema's default: the exact clamp
         assert c["max_iter"] == 100  # hessian.max_iter: the schema's default (the config has none)
         assert c["lr"] > 2 / w["sharpness_theta0"] and c["binding_steps"] >= 1  # above the limit: it binds
         assert c["solves"] + c["predicted_steps"] == c["steps"] and c["misses"] == 0
@@ -170,3 +170,44 @@ def test_agreement_flags_disagreement():
     assert not agreement({"scipy_eigsh": [10.0, 5.0], "eosflow": [10.0, 4.999]})["ok"]  # 2e-4 off
     assert not agreement({"scipy_eigsh": [10.0, 5.0], "eosflow": [5.0, 10.0]})["ok"]  # wrong order
     assert not agreement({"scipy_eigsh": [10.0, 5.0], "eosflow": [10.0]})["ok"]  # missing one
+
+
+def test_command_line_overrides_shorten_each_workloads_trajectory_rows():
+    """``--clamp-steps``/``--track-steps`` (the MLPs) and ``--vgg-*-steps`` (the VGGs) cut a row to n steps
+    and keep its check steps below n (else the last); 0 drops the row; other workloads' rows stay."""
+    from eosflow.bench.runner import _with_overrides, configs
+
+    specs = {s["name"]: s for s in configs(quick=False)}
+    o = {"clamp_steps": 120, "track_steps": 0, "vgg_clamp_steps": 50, "vgg_track_steps": 100}
+    mlp, default, small = (_with_overrides(specs[n], o) for n in ("mlp", "mlp_default", "vgg_small"))
+    assert mlp["clamp"] == {**specs["mlp"]["clamp"], "steps": 120, "check_at": [50]} and mlp["track"] is None
+    assert default["clamp"]["steps"] == 120 and default["clamp"]["check_at"] == [100]
+    assert default["clamp"]["every_step"] is True
+    assert small["clamp"] == {"steps": 50, "check_at": [49], "every_step": "predicted"}
+    assert small["track"]["steps"] == 100 and small["track"]["compare_at"] == [60]
+    assert _with_overrides(specs["residual"], o) == specs["residual"]
+    assert _with_overrides(specs["vgg"], {})["clamp"] == specs["vgg"]["clamp"]
+
+
+def test_a_clamp_rows_float64_check_can_be_kept_to_its_predicted_steps():
+    """``check_every_step="predicted"`` (the VGG's row): the float64 tracker visits exactly the steps
+    whose bound was predicted, in order, and says so."""
+    import torch
+
+    from eosflow.bench.steps import bench_clamp
+    from eosflow.models import build_model
+    from eosflow.objective import Objective
+    from eosflow.spectral import top_eigenpairs
+
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(200, 1, 6, 6, generator=g), torch.arange(200) % 10
+    obj = Objective(build_model({"arch": "mlp", "widths": [16], "activation": "tanh"}, (1, 6, 6), 10, 0), x, y, "ce")
+    theta0 = obj.flatten()
+    s0 = float(top_eigenpairs(obj, theta0, 1, tol=1e-6, max_iter=300).eigvals[0])
+    r = bench_clamp(obj, theta0, 3 * 2 / s0, 0.95, 1e-3, 100, 60, [59], torch.device("cpu"), margin=0.02,
+                    check_every_step="predicted")
+    every = r["validity"]["every_step"]
+    predicted = [t for t, s in enumerate(r["sharpness_inloop"]) if s != s]
+    assert len(predicted) == r["predicted_steps"] > 5
+    assert every["at"] == predicted and every["steps"] == len(predicted) and every["which"] == "the predicted steps"
+    assert every["ok"] and every["max_lr_s_over_2clamp"] <= 1 + 1e-5

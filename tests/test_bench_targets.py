@@ -115,13 +115,13 @@ def test_target1_memory_not_judged_on_process_wide_peaks():
 
 def test_config_defaults(tmp_path):
     cfg = tmp_path / "c.yaml"
-    cfg.write_text("data: {cifar10_dir: /some/where}\ntrain: {clamp_tol: 0.004, clamp_margin: 0}\n"
+    cfg.write_text("data: {cifar10_dir: /some/where}\ntrain: {clamp_tol: 0.004, clamp_margin: 0.05}\n"
                    "hessian: {max_iter: 50}\n")
     assert config_defaults(str(cfg)) == {"config": str(cfg), "cifar10_dir": "/some/where", "clamp_tol": 0.004,
-                                         "clamp_margin": 0, "max_iter": 50}
+                                         "clamp_margin": 0.05, "max_iter": 50}
     cfg.write_text("train: {lr: 1}\n")  # keys absent: the schema's defaults
     assert config_defaults(str(cfg)) == {"config": str(cfg), "cifar10_dir": None, "clamp_tol": 0.001,
-                                         "clamp_margin": 0.02, "max_iter": 100}
+                                         "clamp_margin": 0, "max_iter": 100}
     missing = str(tmp_path / "none.yaml")
     assert config_defaults(missing)["config"] is None  # the default path may be absent
     with pytest.raises(Exception, match="no such file"):

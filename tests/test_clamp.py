@@ -104,9 +104,24 @@ def test_clamp_margin_of_the_run_and_of_its_sharpness_function_must_agree():
     from eosflow.jobs.run import InloopSharpness
 
     obj = Quartic(a=[0.0] * 3, b=[1.0, 2.0, 3.0])
-    fn = InloopSharpness(obj, 1e-3, 50, clamped=True, margin=0.0)
-    with pytest.raises(ValueError, match="clamp_margin is 0.02 but its in-loop sharpness predicts with margin 0"):
+    fn = InloopSharpness(obj, 1e-3, 50, clamped=True, margin=0.02)
+    with pytest.raises(ValueError, match="clamp_margin is 0 but its in-loop sharpness predicts with margin 0.02"):
         train(obj, torch.ones(3, dtype=torch.float64), cfg(0.1, clamp=CLAMP), sharpness_fn=fn, progress=False)
+
+
+def test_the_loop_gives_the_predictor_its_runs_clamp_limit():
+    """run_loop connects a clamped run's predictor to the sharpness at which that run's clamp binds,
+    2·clamp/η_t with the scheduled η_t, so that it solves while S approaches it."""
+    from eosflow.jobs.run import InloopSharpness
+
+    obj = Quartic(a=[0.0] * 3, b=[1.0, 2.0, 3.0])
+    fn = InloopSharpness(obj, 1e-3, 50, clamped=True, margin=0.02)
+    assert fn.bounds.limit is None
+    lr = 0.1
+    train(obj, torch.ones(3, dtype=torch.float64),
+          cfg(lr, clamp=CLAMP, clamp_margin=0.02, schedule={"kind": "switch", "epoch": 10, "lr_small": lr / 2}),
+          sharpness_fn=fn, progress=False)
+    assert fn.bounds.limit(0) == pytest.approx(2 * CLAMP / lr) and fn.bounds.limit(10) == pytest.approx(4 * CLAMP / lr)
 
 
 @pytest.mark.parametrize("margin", [0.0, 0.02], ids=["solve-every-step", "predicted"])
@@ -133,6 +148,9 @@ def test_clamp_on_the_default_mlp_holds_at_every_step_against_float64_solves(tmp
     theta0 = obj.flatten()
     s0 = float(top_eigenpairs(obj, theta0, 1, tol=1e-6, max_iter=300).eigvals[0])
     fn = inloop_sharpness(spec, obj)
+    own_passes = []  # the objective's own gradient passes: at the steps without a solve only
+    own = obj.loss_grad_acc
+    obj.loss_grad_acc = lambda th: (own_passes.append(1), own(th))[1]
     res = train(obj, theta0, TrainConfig(lr=3 * 2 / s0, acc_goal=None, max_epochs=150, snapshot_every=1,
                                          clamp=0.95, clamp_tol=1e-2, clamp_margin=margin),
                 sharpness_fn=fn, progress=False)
@@ -141,6 +159,11 @@ def test_clamp_on_the_default_mlp_holds_at_every_step_against_float64_solves(tmp
     assert eta.max() < 3 * 2 / s0  # the clamp binds
     b = fn.bounds
     assert b.solves + b.predictions == 151 and b.misses == 0
+    assert len(own_passes) == b.predictions  # a solve's step took its gradient from the solve's primal pass
+    del obj.loss_grad_acc
+    for t in (0, 1, 149):  # solved steps: θ_{t+1} = θ_t − η_t ∇L(θ_t), the gradient equal to rounding
+        step = res.snapshots[t] - eta[t] * obj.loss_grad_acc(res.snapshots[t])[2]
+        torch.testing.assert_close(res.snapshots[t + 1], step, rtol=1e-5, atol=1e-7)
     if margin:
         assert b.predictions > 50  # most steps without a solve
         assert np.isnan(res.metrics["sharpness_inloop"]).sum() == b.predictions  # not measured there
@@ -190,3 +213,49 @@ def test_a_clamped_run_resumed_from_its_checkpoint_equals_an_uninterrupted_one(t
         np.testing.assert_array_equal(whole.metrics[m], resumed.metrics[m])
     assert (whole.metrics["lr"] < c.lr).all()
     assert (fn.bounds.predictions > 0) == (margin > 0)  # the resumed run did skip solves
+
+
+def test_a_clamped_mlp_sharing_its_solves_primal_pass_resumes_bit_for_bit(tmp_path, one_thread):
+    """A clamped run whose solves give the step's gradient (an R-operator model): killed mid-run and
+    resumed from its checkpoint, it equals the uninterrupted run bit for bit, with and without margin."""
+    from eosflow.jobs.run import InloopSharpness
+    from eosflow.models import build_model
+    from eosflow.objective import Objective
+
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(96, 1, 6, 6, generator=g), torch.arange(96) % 10
+    obj = Objective(build_model({"arch": "mlp", "widths": [12, 12], "activation": "relu"}, (1, 6, 6), 10, 0),
+                    x, y, "ce", chunk_size=48)
+    theta0 = obj.flatten()
+    s0 = float(top_eigenpairs(obj, theta0, 1, tol=1e-6, max_iter=300).eigvals[0])
+    for margin in (0.0, 0.02):
+        c = TrainConfig(lr=3 * 2 / s0, acc_goal=None, max_epochs=40, eval_every=40, snapshot_every=1,
+                        checkpoint_every=10, clamp=0.95, clamp_margin=margin)
+        shared = []
+
+        class Counting(InloopSharpness):
+            def loss_grad_acc(self, theta):
+                out = super().loss_grad_acc(theta)
+                shared.append(out is not None)
+                return out
+
+        whole = train(obj, theta0, c, sharpness_fn=Counting(obj, 1e-3, 100, clamped=True, margin=margin),
+                      progress=False)
+        assert sum(shared) == whole.metrics["sharpness_inloop"].size - np.isnan(whole.metrics["sharpness_inloop"]).sum()
+        assert sum(shared) > 10 and (whole.metrics["lr"] < c.lr).any()
+
+        class CrashAt(InloopSharpness):
+            def __call__(self, theta):
+                if self.calls == 27:
+                    raise Crash
+                return super().__call__(theta)
+
+        ckpt = tmp_path / f"ckpt{margin}.pt"
+        with pytest.raises(Crash):
+            train(obj, theta0, c, checkpoint=ckpt, sharpness_fn=CrashAt(obj, 1e-3, 100, clamped=True, margin=margin),
+                  progress=False)
+        resumed = train(obj, theta0, c, checkpoint=ckpt,
+                        sharpness_fn=InloopSharpness(obj, 1e-3, 100, clamped=True, margin=margin), progress=False)
+        assert torch.equal(whole.snapshots, resumed.snapshots)
+        for m in ("lr", "sharpness_inloop", "train_loss", "grad_norm"):
+            np.testing.assert_array_equal(whole.metrics[m], resumed.metrics[m])

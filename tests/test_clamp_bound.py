@@ -46,6 +46,25 @@ def test_steady_sharpening_skips_most_solves_and_the_bound_holds_everywhere():
     assert solved[:8] == list(range(8))  # each parity needs its window of solves before predicting
 
 
+def test_approaching_the_clamps_limit_from_below_solves_every_step_and_binding_predicts_again():
+    """S sharpening toward the limit 2c/η (here 80) from below: once the predicted bound is within a
+    quarter of it every step solves, and a jump there (the VGG's 24 % in three steps) is seen at
+    once; once the solves bind (S at the limit) the trend predicts again."""
+    S = [50.0 * math.exp(0.01 * t) for t in range(40)]  # 50 -> 74
+    S += [S[-1] * 1.08 ** (i + 1) for i in range(3)]  # a jump across the limit
+    S += period_two(60, rate=0.002, s0=82.0)  # binding: at and above the limit
+    b = ClampBound(TOL, 0.02)
+    b.limit = lambda t: 80.0
+    _, solved = drive(b, S)
+    near = [t for t in range(8, 40) if S[t] * (1 + TOL) * 1.25 >= 80.0]
+    assert near and set(near) <= set(solved)  # every step within a quarter of the limit solved
+    assert set(range(40, 43)) <= set(solved) and b.misses == 0  # the jump: solved, not predicted
+    assert len([t for t in solved if t >= 60]) < 30  # binding again: predictions resume
+    free = ClampBound(TOL, 0.02)  # without the limit the same sequence predicts through the approach
+    _, solved_free = drive(free, S)
+    assert not set(near) <= set(solved_free)
+
+
 def test_a_sudden_acceleration_is_a_miss_and_doubles_the_safety():
     S = period_two(60) + [v * math.exp(0.03 * (i + 1)) for i, v in enumerate(period_two(120)[60:])]
     b = ClampBound(TOL, 0.05)
@@ -84,3 +103,21 @@ def test_bad_margin_and_a_prediction_when_due_are_errors():
         ClampBound(TOL, -0.1)
     with pytest.raises(RuntimeError, match="solve is due"):
         ClampBound(TOL, 0.02).predicted(0)
+
+
+def test_the_default_margin_is_the_config_schemas_everywhere():
+    """One default: the schema's ``train.clamp_margin``, the constant the code defaults to, and the
+    defaults of TrainConfig, InloopSharpness and the benchmark's runner."""
+    import inspect
+
+    from eosflow.bench.runner import run
+    from eosflow.config import load_schema
+    from eosflow.jobs.run import InloopSharpness
+    from eosflow.training import TrainConfig
+    from eosflow.training.clamp import DEFAULT_CLAMP_MARGIN
+
+    schema = load_schema()["properties"]["train"]["properties"]["clamp_margin"]["default"]
+    assert schema == DEFAULT_CLAMP_MARGIN
+    assert TrainConfig(lr=0.1).clamp_margin == DEFAULT_CLAMP_MARGIN
+    assert inspect.signature(InloopSharpness).parameters["margin"].default == DEFAULT_CLAMP_MARGIN
+    assert inspect.signature(run).parameters["clamp_margin"].default == DEFAULT_CLAMP_MARGIN

@@ -102,7 +102,8 @@ def test_in_loop_sharpness_is_one_predicate_and_only_it_adds_the_tracker_keys():
     assert tracks_sharpness({"sharpness_every": 0, "clamp": 0.95})
     assert not tracks_sharpness({"sharpness_every": 0, "clamp": None})
     cfg = load_config(ROOT / "config/config.yaml")
-    cfg["train"]["clamp_tol"] = 1e-2
+    assert cfg["train"]["clamp_margin"] == 0  # the exact clamp by default
+    cfg["train"]["clamp_tol"], cfg["train"]["clamp_margin"] = 1e-2, 0.02
     plain = run_spec(cfg, "sweep", "fmnist_mlp", "x1", 0)
     assert plain.inloop == InloopSpec(tol=1e-3, max_iter=100, clamped=False)
     assert plain.record()["inloop_sharpness"] == {"tol": 1e-3, "max_iter": 100} and "hessian" not in plain.record()

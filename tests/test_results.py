@@ -86,7 +86,7 @@ def test_rendering_replaces_only_the_blocks():
     text = "before\n<!-- results:paper-scale -->\nstale\n<!-- /results:paper-scale -->\nafter\n"
     out = render_readme(text, ROOT)
     assert out.startswith("before\n<!-- results:paper-scale -->\n") and out.endswith("<!-- /results:paper-scale -->\nafter\n")
-    assert "stale" not in out and "GPU-hours" in out
+    assert "stale" not in out and "CPU-hours" in out
     with pytest.raises(ValueError, match="unknown README block"):
         render_readme("<!-- results:nope -->\n<!-- /results:nope -->\n", ROOT)
 

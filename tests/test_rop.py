@@ -67,6 +67,25 @@ def test_rop_matches_dense_hessian(name, loss):
         assert _rel(op.matvec(V[0]), fd) < 1e-6
 
 
+@pytest.mark.parametrize("name", list(NETS))
+@pytest.mark.parametrize("loss", ["ce", "mse"])
+def test_rop_loss_grad_acc_is_the_objectives_and_its_primal_serves_the_products(name, loss):
+    """The operator's own primal passes give the loss, accuracy and gradient of
+    ``Objective.loss_grad_acc`` (autograd; float64, to rounding), and the products after it equal a fresh operator's
+    bit for bit (the passes it kept are the ones the products would have made)."""
+    obj = _objective(name, loss)
+    theta = obj.flatten() + 0.1 * torch.randn(obj.dim, generator=torch.Generator().manual_seed(3), dtype=D)
+    loss_ref, acc_ref, g_ref = obj.loss_grad_acc(theta)
+    op = RopHVP(obj, theta)
+    loss_op, acc_op, g_op = op.loss_grad_acc()
+    assert op.cached_chunks == 2
+    assert loss_op == pytest.approx(loss_ref, rel=1e-12) and acc_op == acc_ref
+    torch.testing.assert_close(g_op, g_ref, rtol=1e-10, atol=1e-12)
+    assert not torch.equal(g_op, torch.zeros_like(g_op))
+    V = torch.randn(2, obj.dim, generator=torch.Generator().manual_seed(4), dtype=D)
+    assert torch.equal(op.matvec_batch(V), RopHVP(obj, theta).matvec_batch(V))
+
+
 def test_rop_primal_cache_budget():
     obj = _objective("vgg_bn", "ce", n=12, chunk=4)
     theta = obj.flatten()

@@ -32,11 +32,14 @@ __all__ = ["SNAPSHOT", "CALIBRATION", "BENCH", "PERTURBED", "verdict_changes", "
 SNAPSHOT = Path("docs/results/default.json")
 CALIBRATION = Path("docs/results/calibration.json")
 BENCH = Path("benchmarks/results/cpu-2026-12-02.json")
-CLAMP_COST = Path("benchmarks/results/clamp-cost-cpu-2026-12-06.json")
+CLAMP_COST = Path("benchmarks/results/clamp-cost-cpu-2026-12-06b.json")
 HVP_CHOICE = Path("benchmarks/results/hvp-choice-cpu-2026-12-02.json")
-PAPER_SCALE = Path("benchmarks/results/paper-scale-estimate-2026-12-06.json")
+PAPER_SCALE = Path("benchmarks/results/paper-scale-estimate-2026-12-06b.json")
 BENCH_RESIDUAL = Path("benchmarks/results/cpu-residual-2026-12-06.json")
-BENCH_ENGINE = Path("benchmarks/results/cpu-engine-2026-12-06.json")
+BENCH_ENGINE = Path("benchmarks/results/cpu-engine-2026-12-06b.json")
+BENCH_EXACT = Path("benchmarks/results/cpu-engine-exact-2026-12-06.json")
+BENCH_VGG = Path("benchmarks/results/cpu-vgg-small-2026-12-06.json")
+BENCH_VGG_CLAMP = Path("benchmarks/results/cpu-vgg-clamp-2026-12-06.json")
 PERTURBED = Path("docs/results/perturbed.json")
 _BLOCK = re.compile(r"(<!-- results:(?P<name>[a-z_-]+) -->\n)(?P<body>.*?)(<!-- /results:(?P=name) -->)", re.S)
 
@@ -239,11 +242,12 @@ def render_power(root: Path) -> str:
                    "rank: mean Spearman, 9 runs a seed", "rank: 3 blocks of 5 a seed"], rows)
 
 
-def render_speed(root: Path, path: Path = BENCH, measured_only: bool = False) -> str:
+def render_speed(root: Path, path: Path = BENCH, measured_only: bool = False, only: tuple = ()) -> str:
+    """A benchmark file's targets table (``measured_only``: the rows it measured; ``only``: those targets)."""
     d = read_json(root / path, "benchmark results")
     rows = []
     for name, t in d["targets"].items():
-        if measured_only and t.get("ratio") is None:
+        if (measured_only and t.get("ratio") is None) or (only and name not in only):
             continue
         asked = "reported" if t.get("target") is None else f"{t['compare']} {_f(t['target'])}"
         met = {True: "met", False: "**missed**", None: "–"}[t.get("met")]
@@ -311,10 +315,27 @@ def render_hvp_choice(root: Path) -> str:
 
 def render_paper_scale(root: Path) -> str:
     d = read_json(root / PAPER_SCALE, "paper-scale estimate")
-    return (f"`{PAPER_SCALE}` ({d['kind']}): about {_f(d['total_cpu_hours'])} CPU-hours on this machine and "
-            f"{_f(d['total_gpu_hours'])} GPU-hours (the CPU time divided by step and product ratios "
-            f"{d['gpu_ratios']['step']}x and {d['gpu_ratios']['hvp']}x that an earlier session measured on an H100 "
-            f"for an MLP and did not commit: an upper bound, not a measurement).\n")
+    v, c = d["vgg_run"], d["clamp_model"]
+    costs = d["per_setting_costs"]
+    rows = [[name, e["params"], e["n_train"], f"{_f(e['grad_s'])} s",
+             f"{_f(e['hvp_in_grads'])} (+{_f(e['primal_in_grads'])})"] for name, e in costs.items()]
+    groups: dict[str, list[float]] = {}
+    for r in d["rows"]:
+        g = groups.setdefault(r["setting"], [0, 0.0, 0.0])
+        g[0] += r["runs"]
+        g[1] += r["gradients_steps"] + r["gradients_products"]
+        g[2] += r["cpu_hours"]
+    by_setting = [[name, g[0], f"{g[1]:.3g}", _f(g[2])] for name, g in sorted(groups.items(), key=lambda x: -x[1][2])]
+    return (f"`{PAPER_SCALE}` ({d['kind']}, {d['threads']} threads): the paper's VGG trained {v['epochs']} epochs "
+            f"({v['status']}) at {_f(v['lr_multiple'])} η_eos on synthetic CIFAR-shaped images with paper.yaml's "
+            f"train block: {_f(v['s_per_epoch'])} s an epoch = {_f(v['grads_per_epoch'])} gradients, in-loop S every "
+            f"{v['sharpness_every']} epochs at {_f(v['inloop_hvps_mean'])} products. Clamped twins: a full solve at "
+            f"{_f(100 * c['solve_fraction'])} % of the steps, {_f(c['hvps_per_solve'])} products each (measured on "
+            f"the default MLP, `{c['source']}`).\n\n"
+            + _table(["setting", "parameters", "images", "gradient", "HVP in gradients (+ primal pass)"], rows)
+            + "\n" + _table(["setting", "runs", "gradient-equivalents", "CPU-hours"], by_setting)
+            + f"\nTotal: {d['total_gradients']:.3g} gradient-equivalents, about {_f(d['total_cpu_hours'])} CPU-hours "
+              f"on this machine. {d['gpu'].capitalize()}.\n")
 
 
 def verdict_changes(a: dict, b: dict) -> list[dict]:
@@ -360,6 +381,9 @@ def render_robustness(root: Path) -> str:
 BLOCKS = {"robustness": render_robustness, "status": render_status, "claims": render_claims, "calibration": render_calibration,
           "power": render_power, "speed": render_speed, "clamp-cost": render_clamp_cost,
           "speed-engine": lambda root: render_speed(root, BENCH_ENGINE, measured_only=True),
+          "speed-exact": lambda root: render_speed(root, BENCH_EXACT, measured_only=True),
+          "speed-vgg": lambda root: render_speed(root, BENCH_VGG, only=("4_vgg_tracking",)),
+          "speed-vgg-clamp": lambda root: render_speed(root, BENCH_VGG_CLAMP, only=("5_vgg_clamp",)),
           "hvp-choice": render_hvp_choice, "paper-scale": render_paper_scale, "residual": render_residual}
 
 

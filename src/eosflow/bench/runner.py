@@ -15,6 +15,7 @@ import torch
 from ..device import resolve_device
 from ..objective import Objective
 from ..spectral import SpectrumTracker, top_eigenpairs
+from ..training.clamp import DEFAULT_CLAMP_MARGIN
 from .measure import explicit_residuals, measured, median, product_of, write_report
 from .references import HE_VERSION, EigenthingsMethod, ScipyBaseline, calibrate_eigenthings, hessian_eigenthings_available
 from .steps import bench_clamp, bench_gd_vs_torch
@@ -232,53 +233,42 @@ def configs(quick: bool) -> list[dict]:
          "ks": [], "reps": 1, "track": None, "clamp": {"steps": 300, "check_at": [100, 299], "every_step": True},
          "gd": None},
         # the VGG's trajectory rows: 1,000 of the VGG workload's images (one chunk), so that 230 tracked
-        # steps past the catapult, eigsh at four of them and 120 clamped steps take minutes, not hours
+        # steps past the catapult, eigsh at four of them and 120 clamped steps (the bound checked by a
+        # float64 tracker at every step without a solve) take minutes, not hours
         {"name": "vgg_small", "data": "cifar10", "n": 1000, "chunk_size": 1000,
          "model": {"arch": "vgg", "blocks": 3, "base_width": 8, "batch_norm": True, "activation": "relu"},
          "ks": [], "reps": 1, "track": {"k": 1, "steps": 230, "compare_at": [60, 120, 180, 229]},
-         "clamp": {"steps": 120, "check_at": [60, 119]}, "gd": None},
+         "clamp": {"steps": 120, "check_at": [60, 119], "every_step": "predicted"}, "gd": None},
         {"name": "residual", "data": "fashion-mnist", "n": 512, "batch_size": 128,
          "model": {"width": 16, "blocks": 2}, "ks": [1, 3], "reps": 3, "hvp_reps": 20},
     ]
 
 
+def _shortened(row: dict | None, n: int | None, key: str) -> dict | None:
+    """A trajectory row (``track`` or ``clamp``) cut to ``n`` steps, its ``key`` steps (``compare_at``,
+    ``check_at``) those below ``n`` (else the last step); ``n`` None: the row as it is; 0: no row."""
+    if row is None or n is None:
+        return row
+    if n == 0:
+        return None
+    return {**row, "steps": n, key: [c for c in row.get(key, []) if c < n] or [n - 1]}
+
+
 def _with_overrides(spec: dict, o: dict) -> dict:
     """``spec`` with the command line's overrides ``o`` of its sizes (None: keep the workload's)."""
     spec = dict(spec)
-    if spec["name"] == "vgg_small":  # the VGG's trajectory rows only
-        if o.get("vgg_track_steps") is not None:
-            n = o["vgg_track_steps"]
-            spec["track"] = None if n == 0 else {**spec["track"], "steps": n,
-                                                 "compare_at": [c for c in spec["track"]["compare_at"] if c < n]
-                                                 or [n - 1]}
-        if o.get("vgg_clamp_steps") is not None:
-            n = o["vgg_clamp_steps"]
-            spec["clamp"] = None if n == 0 else {"steps": n, "check_at": [c for c in spec["clamp"]["check_at"]
-                                                                          if c < n] or [n - 1]}
-        return spec
-    if spec["name"] == "mlp_default":  # the pipeline's default network: its clamp row only
-        if o.get("clamp_steps") is not None:
-            spec["clamp"] = None if o["clamp_steps"] == 0 else {**spec["clamp"], "steps": o["clamp_steps"],
-                                                                "check_at": [o["clamp_steps"] - 1]}
-        return spec
     if spec["name"] == "residual":
         spec["ks"] = o.get("residual_ks") or spec["ks"]
         spec["reps"] = o.get("residual_reps") or spec["reps"]
         return spec
-    mlp = spec["name"] == "mlp"
-    spec["ks"] = (o.get("ks") if mlp else o.get("vgg_ks")) or spec["ks"]
-    spec["reps"] = (o.get("reps") if mlp else o.get("vgg_reps")) or spec["reps"]
-    track_steps = o.get("track_steps") if mlp else o.get("vgg_track_steps")
-    if spec["track"] is not None and track_steps is not None:
-        spec["track"] = None if track_steps == 0 else {**spec["track"], "steps": track_steps}
-    clamp_steps = o.get("clamp_steps") if mlp else o.get("vgg_clamp_steps")
-    if clamp_steps == 0:
-        spec["clamp"] = None
-    elif clamp_steps is not None:
-        check_at = [c for c in spec["clamp"]["check_at"] if c < clamp_steps] or [clamp_steps - 1]
-        spec["clamp"] = {**spec["clamp"], "steps": clamp_steps, "check_at": check_at}
-    if o.get("gd_steps") is not None:
-        spec["gd"] = None if o["gd_steps"] == 0 else {"steps": o["gd_steps"]}
+    mlp = spec["name"] in ("mlp", "mlp_default")
+    if spec["name"] in ("mlp", "vgg"):
+        spec["ks"] = (o.get("ks") if mlp else o.get("vgg_ks")) or spec["ks"]
+        spec["reps"] = (o.get("reps") if mlp else o.get("vgg_reps")) or spec["reps"]
+        if o.get("gd_steps") is not None:
+            spec["gd"] = None if o["gd_steps"] == 0 else {"steps": o["gd_steps"]}
+    spec["track"] = _shortened(spec.get("track"), o.get("track_steps" if mlp else "vgg_track_steps"), "compare_at")
+    spec["clamp"] = _shortened(spec.get("clamp"), o.get("clamp_steps" if mlp else "vgg_clamp_steps"), "check_at")
     return spec
 
 
@@ -306,7 +296,7 @@ METHOD_NOTES = {
              "(InloopSharpness: solves to clamp_tol, bound predicted between them within clamp_margin; "
              "RunState.clamped_lr) against a plain GD step from the same theta_t; ratio = total clamped time / "
              "total plain time; S to 1e-6 (cold, float32 then float64) at a few steps and, where 'every_step', "
-             "by a float64 tracker at every step checks eta_t S <= 2 clamp",
+             "by a float64 tracker at every step (or at every predicted step) checks eta_t S <= 2 clamp",
     "gd_vs_torch": "eosflow's full-batch GD step (ObjectiveStepper, as run_loop) against a bare "
                    "torch loop over the same chunks, interleaved, at eta = 1/S(theta0)",
 }
@@ -322,7 +312,7 @@ def run(quick: bool = False, out: str | os.PathLike | None = None, device: str =
         methods: list[str] | None = None, vgg_ks: list[int] | None = None, vgg_reps: int | None = None,
         vgg_track_steps: int | None = None, rows: list[str] | None = None, cifar10_dir: str | None = None,
         cifar10_origin: str = "--cifar10-dir", clamp: float = 0.95, clamp_tol: float = 1e-3,
-        clamp_max_iter: int = 100, clamp_margin: float = 0.02, clamp_steps: int | None = None, vgg_clamp_steps: int | None = None,
+        clamp_max_iter: int = 100, clamp_margin: float = DEFAULT_CLAMP_MARGIN, clamp_steps: int | None = None, vgg_clamp_steps: int | None = None,
         gd_steps: int | None = None, verbose: bool = True, heap_reuse: bool | None = None,
         residual_ks: list[int] | None = None, residual_reps: int | None = None,
         residual_methods: list[str] | None = None, command: str | None = None) -> dict:

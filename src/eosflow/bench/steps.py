@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from ..objective import Objective
 from ..jobs.run import UNIT_MAX_ITER, UNIT_TOL, InloopSharpness
 from ..spectral import top_eigenpairs
+from ..training.loop import step_loss_grad
 from ..training.state import RunState, TrainConfig
 from ..training.steppers import ObjectiveStepper
 from .measure import median, product_of, timed
@@ -41,7 +42,7 @@ def eosflow_gd_step(stepper: ObjectiveStepper, theta, lr: float):
 
 def bench_clamp(obj, theta0, lr: float, clamp: float, clamp_tol: float, max_iter: int, steps: int,
                 check_at, device, exact_tol: float = UNIT_TOL, exact_max_iter: int = UNIT_MAX_ITER,
-                margin: float = 0.0, check_every_step: bool = False) -> dict:
+                margin: float = 0.0, check_every_step: bool | str = False) -> dict:
     """GD at ``lr`` (above the stability limit) with the stability clamp, as a clamped training run
     steps: at every step the bound ``U_t`` of :class:`~eosflow.jobs.run.InloopSharpness` (a
     warm-started top-1 solve to ``clamp_tol``, at most ``max_iter`` products, or between solves the
@@ -56,18 +57,19 @@ def bench_clamp(obj, theta0, lr: float, clamp: float, clamp_tol: float, max_iter
     S is recomputed from a cold start (:func:`exact_sharpness`) to relative residual
     ``exact_tol`` and ``η_t·S_exact ≤ 2·clamp·(1 + exact_tol)`` is checked: what the clamp promises
     (``η_t·λ_max ≤ 2·clamp``). ``check_every_step``: besides, at every step by a float64 tracker of
-    its own (:func:`_every_step_checks`, to :data:`EVERY_STEP_TOL`), warm-started along the
-    trajectory with guard vectors."""
+    its own (:func:`_every_step_checks`, to :data:`EVERY_STEP_TOL`; ``"predicted"``: at the steps
+    without a solve only)."""
     state = RunState(TrainConfig(lr=lr, clamp=clamp, clamp_tol=clamp_tol, clamp_margin=margin, acc_goal=None,
                                  max_epochs=steps))
     stepper = ObjectiveStepper(obj)
     sharp = InloopSharpness(obj, clamp_tol, max_iter, clamped=True, margin=margin)
+    sharp.bounds.limit = state.clamp_limit  # as run_loop does
     results = []  # each in-loop solve's costs, residual, convergence and Hessian-vector product
 
     def clamped_step(t, theta):
         """The loop's step ``t`` of a clamped run: gradient, metrics, U_t, η_t, update. Returns
         ``(θ_{t+1} or None when diverged, η_t, S (NaN: predicted), seconds spent on U_t)``."""
-        losses, accs, gnorms, finite, g = stepper.loss_grad_acc(theta)
+        losses, accs, gnorms, finite, g = step_loss_grad(stepper, theta, t, [0], [state], [sharp])
         lr_t, diverged = state.observe(t, losses[0], accs[0], gnorms[0], finite[0])
         state.record_test()
         if diverged:
@@ -104,8 +106,8 @@ def bench_clamp(obj, theta0, lr: float, clamp: float, clamp_tol: float, max_iter
         theta = nxt
     checks = _clamp_checks(obj, visited, lrs, sharpness, _check_steps(check_at, lrs, lr), lr, clamp, exact_tol,
                            exact_max_iter)
-    every = (_every_step_checks(obj, visited, lrs, clamp, EVERY_STEP_TOL, exact_max_iter)
-             if check_every_step else None)
+    only = [t for t, s in enumerate(sharpness) if math.isnan(s)] if check_every_step == "predicted" else None
+    every = _every_step_checks(obj, visited, lrs, clamp, EVERY_STEP_TOL, exact_max_iter, only) if check_every_step else None
     ok = bool(checks) and all(c["holds"] and c["exact_converged"] for c in checks) and (every is None or every["ok"])
     return {
         "clamp": clamp, "clamp_tol": clamp_tol, "clamp_margin": margin, "max_iter": max_iter, "lr": lr,
@@ -115,7 +117,7 @@ def bench_clamp(obj, theta0, lr: float, clamp: float, clamp_tol: float, max_iter
         "validity": {"exact_tol": exact_tol, "exact_max_iter": exact_max_iter, "exact_dtype": "float32, then float64",
                      "steps": [c["step"] for c in checks],
                      "max_lr_s_exact_over_2clamp": max([c["lr_s_exact_over_2clamp"] for c in checks]
-                                                       + ([every["max_lr_s_over_2clamp"]] if every else [])),
+                                                       + [(every or {}).get("max_lr_s_over_2clamp") or 0.0]),
                      "ok": ok, "checks": checks, "every_step": every},
     }
 
@@ -143,24 +145,27 @@ def _clamp_costs(plain_s, clamped_s, measure_s, results, bounds) -> dict:
     }
 
 
-def _every_step_checks(obj, visited, lrs, clamp: float, tol: float, max_iter: int) -> dict:
-    """``η_t·λ_max(θ_t) ≤ 2·clamp·(1 + tol)`` at every visited step, ``λ_max`` by a float64 tracker
-    of the benchmark's own (top 1 and two guard vectors, warm-started from the step before, to
-    relative residual ``tol``): independent of the clamp's float32 tracker and its predictions."""
+def _every_step_checks(obj, visited, lrs, clamp: float, tol: float, max_iter: int, only=None) -> dict:
+    """``η_t·λ_max(θ_t) ≤ 2·clamp·(1 + tol)`` at every visited step (``only``: at those steps), ``λ_max``
+    by a float64 tracker of the benchmark's own (top 1 and two guard vectors, warm-started from the
+    step before, to relative residual ``tol``): independent of the clamp's float32 tracker and its
+    predictions. A run whose steps were all solved checks nothing under ``only`` (ok)."""
     from ..spectral import SpectrumTracker
 
     obj64 = float64_objective(obj)
     tracker = SpectrumTracker(k=1, tol=tol, max_iter=max_iter, n_guard=2, warm_subspace=True)
     ratios, unconverged = [], 0
-    for th, lr_t in zip(visited, lrs):
-        res = tracker.measure(obj64, th.double())
+    at = list(range(len(visited))) if only is None else list(only)
+    for t in at:
+        res = tracker.measure(obj64, visited[t].double())
         unconverged += not res.converged
-        ratios.append(lr_t * float(res.eigvals[0]) / (2 * clamp))
+        ratios.append(lrs[t] * float(res.eigvals[0]) / (2 * clamp))
     worst = max(ratios, default=None)
-    return {"steps": len(ratios), "tol": tol, "dtype": "float64", "max_lr_s_over_2clamp": worst,
+    return {"steps": len(ratios), "which": "every step" if only is None else "the predicted steps",
+            "tol": tol, "dtype": "float64", "max_lr_s_over_2clamp": worst,
             "n_above_1_plus_tol": sum(r > 1 + tol for r in ratios), "unconverged": unconverged,
-            "ok": bool(ratios) and unconverged == 0 and worst <= 1 + tol,
-            "lr_s_over_2clamp": [round(r, 7) for r in ratios]}
+            "ok": unconverged == 0 and (worst is None or worst <= 1 + tol) and (bool(ratios) or only is not None),
+            "at": None if only is None else at, "lr_s_over_2clamp": [round(r, 7) for r in ratios]}
 
 
 def _clamp_checks(obj, visited, lrs, sharpness, at, lr: float, clamp: float, exact_tol: float,

@@ -105,7 +105,9 @@ def _clamp(w: dict, name: str, target: float | None) -> dict:
     v = c["validity"]
     worst = v["max_lr_s_exact_over_2clamp"]
     every = v.get("every_step")
-    where = f"at steps {v['steps']}" + (f" and at all {every['steps']} steps (float64 tracker)" if every else "")
+    which = "at all" if (every or {}).get("which", "every step") == "every step" else "at its"
+    where = f"at steps {v['steps']}" + (f" and {which} {every['steps']} {'steps' if which == 'at all' else 'predicted steps'} "
+                                        "(float64 tracker)" if every else "")
     note = (f"clamp {c['clamp']}, clamp_tol {c['clamp_tol']:g}, clamp_margin {c.get('clamp_margin', 0):g}, "
             f"{c['steps']} steps: plain step {c.get('mean_gd_step_s', c['median_gd_step_s']):.3g} s, clamped "
             f"{c.get('mean_clamped_step_s', c['median_clamped_step_s']):.3g} s on average ({c.get('solves', '?')} "

@@ -22,9 +22,9 @@ from ..files import save_torch
 from ..losses import resolve_loss
 from ..models import build_model, model_provenance
 from ..objective import Objective
-from ..spectral import SpectrumTracker, top_eigenpairs
+from ..spectral import SpectrumTracker, hvp_operator, top_eigenpairs
 from ..training import TrainConfig
-from ..training.clamp import ClampBound
+from ..training.clamp import DEFAULT_CLAMP_MARGIN, ClampBound
 from .spec import InloopSpec, RunSpec
 
 __all__ = ["UNIT_TOL", "UNIT_MAX_ITER", "build_objective", "eta_eos_at_init", "place_lr", "train_config",
@@ -104,28 +104,50 @@ class InloopSharpness:
     step without a solve returns NaN (not measured). The warm start and the bound's state are part
     of the run's checkpoint (:meth:`state_dict`), so a resumed run measures, and a clamped one
     steps, exactly as an uninterrupted one. A clamped run's measurement that stops short of ``tol``
-    is logged (its clamp bound then rests on a looser estimate), and so is a missed prediction."""
+    is logged (its clamp bound then rests on a looser estimate), and so is a missed prediction.
+    A clamped GD run takes the gradient of a step with a full solve from that solve's primal pass
+    (:meth:`loss_grad_acc`): one forward and backward for both."""
 
     def __init__(self, objective: Objective, tol: float, max_iter: int, clamped: bool = False,
-                 margin: float = 0.02):
+                 margin: float = DEFAULT_CLAMP_MARGIN):
         self.objective, self.tol, self.clamped = objective, tol, clamped
         self.tracker = SpectrumTracker(k=1, tol=tol, max_iter=max_iter, n_guard=1, warm_subspace=True)
         self.bounds = ClampBound(tol, margin) if clamped else None
         self.calls = 0  # steps seen (a clamped run calls at every step)
         self.bound: float | None = None  # the clamp's U_t of the latest call
         self.last = None  # the latest measurement's EigResult (costs, residual, product); None: predicted
+        self._shared = None  # (θ, its Hessian operator) whose primal passes gave this step's gradient
 
     @classmethod
     def of(cls, objective: Objective, spec: InloopSpec) -> InloopSharpness:
         """The in-loop sharpness a run's :class:`~eosflow.jobs.spec.InloopSpec` describes."""
         return cls(objective, spec.tol, spec.max_iter, spec.clamped, spec.margin)
 
+    def loss_grad_acc(self, theta):
+        """A clamped run's ``(L(θ), accuracy, ∇L(θ))`` at the step whose full solve is due (the next
+        call), from that solve's own primal passes (:meth:`eosflow.spectral.rop.RopHVP.loss_grad_acc`,
+        equal to the objective's to rounding), kept for the solve: the GD step and the solve share one
+        forward and backward pass. None (the caller computes them) for a run that is not clamped, a
+        step without a solve, or an operator that cannot (:func:`eosflow.spectral.hvp_operator`'s
+        other kinds)."""
+        self._shared = None
+        if not self.clamped or (self.bounds is not None and not self.bounds.due(self.calls)):
+            return None
+        op = hvp_operator(self.objective, theta)
+        if not hasattr(op, "loss_grad_acc"):
+            return None
+        out = op.loss_grad_acc()
+        self._shared = (theta, op)
+        return out
+
     def __call__(self, theta) -> float:
         t, self.calls = self.calls, self.calls + 1
+        shared, self._shared = self._shared, None
         if self.bounds is not None and not self.bounds.due(t):
             self.bound, self.last = self.bounds.predicted(t), None
             return math.nan
-        res = self.last = self.tracker.measure(self.objective, theta)
+        op = shared[1] if shared is not None and shared[0] is theta else None
+        res = self.last = self.tracker.measure(self.objective, theta, operator=op)
         s = float(res.eigvals[0])
         if self.clamped and not res.converged:
             log.warning("clamp: S(theta) measurement %d stopped at residual %.2g (asked %g) after %d products",

@@ -99,6 +99,10 @@ class _Rule:
         n = len(self.prefix)
         return {k[n:]: t for k, t in flat.items() if k.startswith(self.prefix) and "." not in k[n:]}
 
+    def param_grads(self, p, P) -> dict:
+        """The gradient of the chunk's summed loss by this layer's parameters, from the primal pass."""
+        return {}
+
 
 class _Linear(_Rule):
     def forward(self, p, P, x):
@@ -108,6 +112,13 @@ class _Linear(_Rule):
     def backward(self, p, P, g):
         P["g"] = g
         return g @ p["weight"] if self.need_in else None
+
+    def param_grads(self, p, P):
+        flat = lambda t: t.reshape(-1, t.shape[-1])  # noqa: E731
+        grads = {"weight": flat(P["g"]).T @ flat(P["x"])}
+        if "bias" in p:
+            grads["bias"] = flat(P["g"]).sum(0)
+        return grads
 
     def tangent_forward(self, p, rp, P, T, rx):
         ry = F.linear(P["x"], rp["weight"], rp.get("bias"))
@@ -148,6 +159,10 @@ class _Conv(_Rule):
     def backward(self, p, P, g):
         P["g"] = g
         return self._cb(g, P["x"], p["weight"], [True, False, False])[0] if self.need_in else None
+
+    def param_grads(self, p, P):
+        _, gw, gb = self._cb(P["g"], P["x"], p["weight"], [False, True, "bias" in p])
+        return {"weight": gw, "bias": gb} if "bias" in p else {"weight": gw}
 
     def tangent_forward(self, p, rp, P, T, rx):
         ry = self._conv(P["x"], rp["weight"], rp.get("bias"))
@@ -198,6 +213,7 @@ class _BatchNorm(_Rule):
     def backward(self, p, P, g):
         dims, xh, s = P["dims"], P["xh"], P["s"]
         if not self.need_in:
+            P["g"] = g
             return None
         w, _ = self._coeffs(p, xh)
         g1 = g.mean(dims, keepdim=True)
@@ -206,6 +222,14 @@ class _BatchNorm(_Rule):
         gx = torch.addcmul(torch.addcmul(-sw * g1, g, sw), xh, -sw * g2)
         P.update(g=g, g1=g1, g2=g2, gx=gx)
         return gx
+
+    def param_grads(self, p, P):
+        grads = {}
+        if "weight" in p:
+            grads["weight"] = (P["g"] * P["xh"]).sum(P["dims"])
+        if "bias" in p:
+            grads["bias"] = P["g"].sum(P["dims"])
+        return grads
 
     def tangent_forward(self, p, rp, P, T, rx):
         xh, s, dims = P["xh"], P["s"], P["dims"]
@@ -389,14 +413,15 @@ def _nbytes(obj, seen: set | None = None) -> int:
     return 0
 
 
-def kept_primal(op, i: int, xc: Tensor, yc: Tensor, size_of):
+def kept_primal(op, i: int, xc: Tensor, yc: Tensor, size_of, out: dict | None = None):
     """Chunk ``i``'s primal pass for an R-operator ``op`` (:class:`RopHVP`,
     :class:`~eosflow.spectral.graph_rop.GraphRopHVP`): the one kept from an earlier call, or
     ``op._primal(xc, yc)``, kept while the first chunks' passes total at most ``op.max_bytes``
-    (``size_of(primal)``: its bytes)."""
-    if i < len(op._cache):
+    (``size_of(primal)``: its bytes). ``out``: a fresh pass (never a kept one) that also adds the
+    chunk's loss, correct predictions and gradient to it (``op._primal(xc, yc, out)``)."""
+    if i < len(op._cache) and out is None:
         return op._cache[i]
-    primal = op._primal(xc, yc)
+    primal = op._primal(xc, yc) if out is None else op._primal(xc, yc, out)
     if not op._cache_full and i == len(op._cache):
         size = size_of(primal)
         if op.cache_bytes + size <= op.max_bytes:
@@ -450,17 +475,41 @@ class RopHVP(HessianOperator):
     def cached_chunks(self) -> int:
         return len(self._cache)
 
-    def _primal(self, x: Tensor, y: Tensor) -> tuple[list[dict], Tensor | None]:
+    def _primal(self, x: Tensor, y: Tensor, out: dict | None = None) -> tuple[list[dict], Tensor | None]:
+        """The chunk's primal pass; ``out``: also add its summed loss (``"loss"``), correct predictions
+        (``"correct"``) and gradient (per parameter name) to ``out`` (:meth:`loss_grad_acc`)."""
+        obj = self.objective
         Ps: list[dict] = [{} for _ in self.rules]
         a = x
         for r, p, P in zip(self.rules, self._p, Ps):
             a = r.forward(p, P, a)
-        g, prob = _loss_primal(self.objective.loss_name, a, y)
+        g, prob = _loss_primal(obj.loss_name, a, y)
+        if out is not None:
+            out["loss"] = out.get("loss", 0.0) + float(obj.output_sum_loss(a, y))
+            out["correct"] = out.get("correct", 0) + int(obj.correct(a, y))
         for r, p, P in zip(reversed(self.rules), reversed(self._p), reversed(Ps)):
             g = r.backward(p, P, g)
+            if out is not None:
+                for name, t in r.param_grads(p, P).items():
+                    key = r.prefix + name
+                    out[key] = t if key not in out else out[key] + t
             if g is None:
                 break
         return Ps, prob
+
+    @torch.no_grad()
+    def loss_grad_acc(self) -> tuple[float, float, Tensor]:
+        """``(L(θ), training accuracy, ∇L(θ))`` from this operator's own primal passes (as
+        :meth:`eosflow.objective.Objective.loss_grad_acc`, equal to rounding), kept for the products
+        that follow as :meth:`matvec_batch` keeps them: a clamped GD step and its sharpness solve share
+        one forward and backward pass. Call it before any product."""
+        obj = self.objective
+        out: dict = {}
+        for i, (xc, yc) in enumerate(obj.chunks()):
+            kept_primal(self, i, xc, yc, _nbytes, out)
+        loss, correct = out.pop("loss"), out.pop("correct")
+        grad = stack_products([out], obj, self.theta)[0]
+        return loss / obj.n, (correct / obj.n if obj.has_accuracy else float("nan")), grad
 
     def _tangent(self, Ps: list[dict], prob: Tensor | None, rps: list[dict], out: dict) -> None:
         Ts: list[dict] = [{} for _ in self.rules]

@@ -80,7 +80,8 @@ def hvp_operator(objective, theta: Tensor, kind: str = "auto", block_size: int =
 def top_eigenpairs(objective, theta: Tensor, k: int, *, warm: Tensor | None = None, tol: float = 1e-3,
                    max_iter: int = 200, seed: int = 0, method: str = "auto", block_size: int | None = None,
                    n_guard: int = 0, hvp: str = "auto",
-                   graph_cache_bytes: int = DEFAULT_GRAPH_CACHE_BYTES, warm_subspace: bool = False) -> EigResult:
+                   graph_cache_bytes: int = DEFAULT_GRAPH_CACHE_BYTES, warm_subspace: bool = False,
+                   operator: LinearOperator | None = None) -> EigResult:
     """Top-k Hessian eigenpairs of ``objective`` at ``theta``.
 
     ``warm``: previous eigenvectors ``(m, P)`` (or one vector) to warm-start from.
@@ -92,13 +93,15 @@ def top_eigenpairs(objective, theta: Tensor, k: int, *, warm: Tensor | None = No
     that many further Ritz vectors as ``EigResult.guard`` (block engine only).
     ``warm_subspace``: start from the span of the rows of ``warm`` (block engine; see
     :func:`~eosflow.spectral.block.block_lanczos`) instead of their normalised sum.
+    ``operator``: the Hessian at ``theta`` already built (an :func:`hvp_operator`, e.g. one whose
+    primal passes gave the step's gradient; block engine) instead of a new one.
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; allowed: {list(METHODS)}")
     if method == "lanczos":
         return lanczos(ObjectiveHVP(objective, theta), k, v0=warm, tol=tol, max_iter=max_iter, seed=seed)
     b = _default_block_size(objective, theta, k) if block_size is None else int(block_size)
-    op = hvp_operator(objective, theta, hvp, b, graph_cache_bytes)
+    op = hvp_operator(objective, theta, hvp, b, graph_cache_bytes) if operator is None else operator
     return block_lanczos(op, k, v0=warm, tol=tol, max_iter=max_iter, block_size=b, seed=seed, n_guard=n_guard,
                          warm_subspace=warm_subspace)
 
@@ -141,12 +144,14 @@ class SpectrumTracker:
             parts.append(self.previous)
         return torch.cat(parts) if parts else None
 
-    def measure(self, objective, theta: Tensor, step: int | None = None) -> EigResult:
+    def measure(self, objective, theta: Tensor, step: int | None = None, operator=None) -> EigResult:
+        """The next measurement, at ``theta`` (``operator``: its Hessian already built, see
+        :func:`top_eigenpairs`)."""
         block = self.method != "lanczos"
         res = top_eigenpairs(objective, theta, self.k, warm=self.warm_rows(), tol=self.tol,
                              max_iter=self.max_iter, seed=self.seed + self.n_measured, method=self.method,
                              block_size=self.block_size, n_guard=self.n_guard if block else 0,
-                             warm_subspace=self.warm_subspace and block)
+                             warm_subspace=self.warm_subspace and block, operator=operator if block else None)
         self.previous = self.eigvecs
         self.eigvecs, self.guard = res.eigvecs, res.guard
         self.n_measured += 1

@@ -6,7 +6,8 @@ gradients; each run records its metrics and decides whether it ends; due test ev
 in-loop sharpness and snapshots follow; ended runs leave the stack (so they cost nothing
 afterwards); the rest take their GD step, a clamped run (``TrainConfig.clamp``) with
 ``η_t = min(η₀, clamp · 2 / S(θ_t))`` from the sharpness it measures at every step
-(:meth:`~eosflow.training.state.RunState.clamped_lr`). A checkpoint (one file for all the runs, written
+(:meth:`~eosflow.training.state.RunState.clamped_lr`); at a step where that sharpness makes a full
+solve, a single GD run's gradient comes from the solve's primal pass (:func:`step_loss_grad`). A checkpoint (one file for all the runs, written
 atomically) is written whenever some active run's ``checkpoint_every`` divides the step, and on
 SIGTERM (``scancel``, Snakemake stopping), after which the process exits with status 143. A run
 resumes from its checkpoint when the fingerprint (every run's configuration and the initial
@@ -34,7 +35,7 @@ from .state import RunState, TrainConfig, TrainResult
 from .optimizers import make_optimizer
 from .steppers import BatchedStepper, ObjectiveStepper, check_batchable
 
-__all__ = ["StopRequest", "fingerprint", "run_loop", "train", "train_group"]
+__all__ = ["StopRequest", "fingerprint", "run_loop", "step_loss_grad", "train", "train_group"]
 
 log = logging.getLogger(__name__)
 
@@ -147,6 +148,20 @@ def _measure(stepper, theta: Tensor, t: int, active: list[int], states: list[Run
             states[active[j]].add_snapshot(t, stepper.row(theta, j))
 
 
+def step_loss_grad(stepper, theta: Tensor, t: int, active: list[int], states: list[RunState], sharpness_fns):
+    """The stepper's ``loss_grad_acc`` at step ``t``; for a single GD run whose in-loop sharpness
+    solves at this step, from that solve's primal pass instead (its ``loss_grad_acc``, where it has
+    one and can: :meth:`eosflow.jobs.run.InloopSharpness.loss_grad_acc`)."""
+    if len(active) == 1 and getattr(stepper, "optimizer", True) is None:
+        i = active[0]
+        share = getattr(sharpness_fns[i], "loss_grad_acc", None)
+        out = share(theta) if share is not None and states[i].sharpness_due(t, False) else None
+        if out is not None:
+            loss, acc, g = out
+            return [loss], [acc], [float(g.norm())], [bool(torch.isfinite(g).all())], g
+    return stepper.loss_grad_acc(theta)
+
+
 def run_loop(stepper, theta0s: list[Tensor], states: list[RunState], *, start_step: int = 0, test=None,
              checkpoint=None, sharpness_fns: list | None = None, progress=True, desc: str = "train") -> list[TrainResult]:
     """Train the runs ``states`` from ``theta0s`` (one ``(P,)`` tensor each) with ``stepper``; see the
@@ -158,10 +173,13 @@ def run_loop(stepper, theta0s: list[Tensor], states: list[RunState], *, start_st
         if s.cfg.clamp is not None and fn is None:
             raise ValueError(f"run lr={s.cfg.lr:g}: train.clamp needs its in-loop sharpness function "
                              "(eosflow.jobs.run.inloop_sharpness); got none")
-        margin = getattr(getattr(fn, "bounds", None), "margin", None)
+        bounds = getattr(fn, "bounds", None)
+        margin = getattr(bounds, "margin", None)
         if s.cfg.clamp is not None and margin is not None and margin != s.cfg.clamp_margin:
             raise ValueError(f"run lr={s.cfg.lr:g}: train.clamp_margin is {s.cfg.clamp_margin:g} but its in-loop "
                              f"sharpness predicts with margin {margin:g}; give both the same")
+        if s.cfg.clamp is not None and hasattr(bounds, "limit"):
+            bounds.limit = s.clamp_limit  # the predictor solves while S approaches the run's limit
     ckpt = _Checkpoint(checkpoint, fingerprint([s.cfg for s in states], final), stepper, sharpness_fns)
     t = ckpt.resume(states, final, start_step)
     active = [i for i, s in enumerate(states) if s.status is None]
@@ -169,7 +187,7 @@ def run_loop(stepper, theta0s: list[Tensor], states: list[RunState], *, start_st
     bar, stop = _bar(states, t, progress, desc), StopRequest()
     with stop.installed():
         while active:
-            losses, accs, gnorms, finite, g = stepper.loss_grad_acc(theta)
+            losses, accs, gnorms, finite, g = step_loss_grad(stepper, theta, t, active, states, sharpness_fns)
             steps = [states[i].observe(t, losses[j], accs[j], gnorms[j], finite[j]) for j, i in enumerate(active)]
             _measure(stepper, theta, t, active, states, [d for _, d in steps], test, sharpness_fns)
             lrs = [states[i].clamped_lr(lr) for (lr, _), i in zip(steps, active)]

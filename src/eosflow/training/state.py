@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .clamp import DEFAULT_CLAMP_MARGIN
 from .schedules import lr_at
 
 __all__ = ["METRICS", "TrainConfig", "TrainResult", "RunState"]
@@ -43,7 +44,7 @@ class TrainConfig:
     clamp_tol: float = 1e-3
     # the clamp's bound between full solves may rise this much (eosflow.training.clamp; 0: a
     # full solve at every step); read by the run's in-loop sharpness, recorded here
-    clamp_margin: float = 0.02
+    clamp_margin: float = DEFAULT_CLAMP_MARGIN
     # the optimizer (eosflow.training.optimizers); gd: full-batch GD; order_seed: minibatch order
     optimizer: str = "gd"
     batch_size: int | None = None
@@ -124,6 +125,12 @@ class RunState:
         """At the cadence ``sharpness_every``; at every step for a clamped run."""
         every = 1 if self.cfg.clamp is not None else self.cfg.sharpness_every
         return bool(every) and t % every == 0 and not diverged
+
+    def clamp_limit(self, t: int) -> float:
+        """The sharpness at which the stability clamp binds at step ``t``: ``clamp · 2 / η_t`` (the
+        scheduled ``η_t``; inf without a clamp)."""
+        c = self.cfg
+        return math.inf if c.clamp is None else c.clamp * 2.0 / lr_at(t, c.lr, c.schedule)
 
     def clamped_lr(self, lr: float) -> float:
         """The stability clamp: ``min(η_t, clamp · 2 / U_t)``, ``U_t ≥ λ_max(θ_t)`` the bound given
