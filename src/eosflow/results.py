@@ -335,7 +335,7 @@ def render_paper_scale(root: Path) -> str:
             + _table(["setting", "parameters", "images", "gradient", "HVP in gradients (+ primal pass)"], rows)
             + "\n" + _table(["setting", "runs", "gradient-equivalents", "CPU-hours"], by_setting)
             + f"\nTotal: {d['total_gradients']:.3g} gradient-equivalents, about {_f(d['total_cpu_hours'])} CPU-hours "
-              f"on this machine. {d['gpu'].capitalize()}.\n")
+              f"on this machine. {d['gpu'][:1].upper() + d['gpu'][1:]}.\n")
 
 
 def verdict_changes(a: dict, b: dict) -> list[dict]:
