@@ -124,6 +124,44 @@ def test_the_loop_gives_the_predictor_its_runs_clamp_limit():
     assert fn.bounds.limit(0) == pytest.approx(2 * CLAMP / lr) and fn.bounds.limit(10) == pytest.approx(4 * CLAMP / lr)
 
 
+def test_connect_clamp_is_what_the_loop_and_the_bench_call():
+    """One helper checks a clamped run's sharpness function and connects its limit (the loop and the
+    benchmark's clamp row both use it); a run without a clamp is left alone."""
+    from eosflow.jobs.run import InloopSharpness
+    from eosflow.training.loop import connect_clamp
+    from eosflow.training.state import RunState
+
+    obj = Quartic(a=[0.0] * 3, b=[1.0, 2.0, 3.0])
+    fn = InloopSharpness(obj, 1e-3, 50, clamped=True, margin=0.02)
+    connect_clamp(RunState(cfg(0.1)), fn)  # not clamped: nothing checked, nothing connected
+    connect_clamp(RunState(cfg(0.1)), None)
+    assert fn.bounds.limit is None
+    state = RunState(cfg(0.1, clamp=CLAMP, clamp_margin=0.02))
+    connect_clamp(state, fn)
+    assert fn.bounds.limit == state.clamp_limit and fn.bounds.limit(3) == pytest.approx(2 * CLAMP / 0.1)
+    with pytest.raises(ValueError, match="train.clamp needs its in-loop sharpness"):
+        connect_clamp(state, None)
+    with pytest.raises(ValueError, match="clamp_margin is 0.02 but its in-loop sharpness predicts with margin 0"):
+        connect_clamp(state, InloopSharpness(obj, 1e-3, 50, clamped=True, margin=0.0))
+
+
+def test_a_clamped_step_asks_its_predictor_once_whether_to_solve():
+    """The shared primal pass (loss_grad_acc) and the measurement (__call__) of one step agree on
+    whether it solves, from one ClampBound.due per step."""
+    from eosflow.jobs.run import InloopSharpness
+
+    obj = Quartic(a=[0.0] * 3, b=[1.0, 2.0, 3.0])
+    fn = InloopSharpness(obj, 1e-3, 50, clamped=True, margin=0.02)
+    asked = []
+    due = fn.bounds.due
+    fn.bounds.due = lambda t: asked.append(t) or due(t)
+    theta = torch.ones(3, dtype=torch.float64)
+    for t in range(12):
+        fn.loss_grad_acc(theta)  # the Quartic has no R-operator: None, but the question was asked
+        fn(theta)
+    assert asked == list(range(12))
+
+
 @pytest.mark.parametrize("margin", [0.0, 0.02], ids=["solve-every-step", "predicted"])
 def test_clamp_on_the_default_mlp_holds_at_every_step_against_float64_solves(tmp_path, one_thread, margin):
     """The default MLP (784-32-32-32-10, ReLU, LeCun) on 200 Fashion-MNIST images, η₀ = 3 η_eos,

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from ..objective import Objective
 from ..jobs.run import UNIT_MAX_ITER, UNIT_TOL, InloopSharpness
 from ..spectral import top_eigenpairs
-from ..training.loop import step_loss_grad
+from ..training.loop import connect_clamp, step_loss_grad
 from ..training.state import RunState, TrainConfig
 from ..training.steppers import ObjectiveStepper
 from .measure import median, product_of, timed
@@ -63,7 +63,7 @@ def bench_clamp(obj, theta0, lr: float, clamp: float, clamp_tol: float, max_iter
                                  max_epochs=steps))
     stepper = ObjectiveStepper(obj)
     sharp = InloopSharpness(obj, clamp_tol, max_iter, clamped=True, margin=margin)
-    sharp.bounds.limit = state.clamp_limit  # as run_loop does
+    connect_clamp(state, sharp)  # as run_loop does
     results = []  # each in-loop solve's costs, residual, convergence and Hessian-vector product
 
     def clamped_step(t, theta):
@@ -116,10 +116,16 @@ def bench_clamp(obj, theta0, lr: float, clamp: float, clamp_tol: float, max_iter
         "lr_t": lrs, "sharpness_inloop": sharpness, "bound_inloop": bounds,
         "validity": {"exact_tol": exact_tol, "exact_max_iter": exact_max_iter, "exact_dtype": "float32, then float64",
                      "steps": [c["step"] for c in checks],
-                     "max_lr_s_exact_over_2clamp": max([c["lr_s_exact_over_2clamp"] for c in checks]
-                                                       + [(every or {}).get("max_lr_s_over_2clamp") or 0.0]),
+                     "max_lr_s_exact_over_2clamp": _largest([c["lr_s_exact_over_2clamp"] for c in checks]
+                                                            + [(every or {}).get("max_lr_s_over_2clamp")]),
                      "ok": ok, "checks": checks, "every_step": every},
     }
+
+
+def _largest(values: list) -> float | None:
+    """The largest of the values that are not None (None when none is)."""
+    known = [v for v in values if v is not None]
+    return max(known) if known else None
 
 
 def _clamp_costs(plain_s, clamped_s, measure_s, results, bounds) -> dict:

@@ -117,6 +117,7 @@ class InloopSharpness:
         self.bound: float | None = None  # the clamp's U_t of the latest call
         self.last = None  # the latest measurement's EigResult (costs, residual, product); None: predicted
         self._shared = None  # (θ, its Hessian operator) whose primal passes gave this step's gradient
+        self._due: tuple[int, bool] | None = None  # (call, whether it solves): asked once per call
 
     @classmethod
     def of(cls, objective: Objective, spec: InloopSpec) -> InloopSharpness:
@@ -131,7 +132,7 @@ class InloopSharpness:
         step without a solve, or an operator that cannot (:func:`eosflow.spectral.hvp_operator`'s
         other kinds)."""
         self._shared = None
-        if not self.clamped or (self.bounds is not None and not self.bounds.due(self.calls)):
+        if not self.clamped or not self._solves(self.calls):
             return None
         op = hvp_operator(self.objective, theta)
         if not hasattr(op, "loss_grad_acc"):
@@ -140,10 +141,18 @@ class InloopSharpness:
         self._shared = (theta, op)
         return out
 
+    def _solves(self, t: int) -> bool:
+        """Whether call ``t`` makes a full solve (:meth:`ClampBound.due`, asked once per call)."""
+        if self.bounds is None:
+            return True
+        if self._due is None or self._due[0] != t:
+            self._due = (t, self.bounds.due(t))
+        return self._due[1]
+
     def __call__(self, theta) -> float:
         t, self.calls = self.calls, self.calls + 1
         shared, self._shared = self._shared, None
-        if self.bounds is not None and not self.bounds.due(t):
+        if not self._solves(t):
             self.bound, self.last = self.bounds.predicted(t), None
             return math.nan
         op = shared[1] if shared is not None and shared[0] is theta else None
@@ -167,6 +176,7 @@ class InloopSharpness:
 
     def load_state_dict(self, state: dict, device=None) -> None:
         self.tracker.load_state_dict(state, device)
+        self._due = None
         if self.bounds is not None and "bounds" in state:
             self.calls = int(state["calls"])
             self.bounds.load_state_dict(state["bounds"])

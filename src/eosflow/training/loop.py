@@ -35,7 +35,7 @@ from .state import RunState, TrainConfig, TrainResult
 from .optimizers import make_optimizer
 from .steppers import BatchedStepper, ObjectiveStepper, check_batchable
 
-__all__ = ["StopRequest", "fingerprint", "run_loop", "step_loss_grad", "train", "train_group"]
+__all__ = ["StopRequest", "connect_clamp", "fingerprint", "run_loop", "step_loss_grad", "train", "train_group"]
 
 log = logging.getLogger(__name__)
 
@@ -157,9 +157,27 @@ def step_loss_grad(stepper, theta: Tensor, t: int, active: list[int], states: li
         share = getattr(sharpness_fns[i], "loss_grad_acc", None)
         out = share(theta) if share is not None and states[i].sharpness_due(t, False) else None
         if out is not None:
-            loss, acc, g = out
-            return [loss], [acc], [float(g.norm())], [bool(torch.isfinite(g).all())], g
+            return ObjectiveStepper.packed(*out)
     return stepper.loss_grad_acc(theta)
+
+
+def connect_clamp(state: RunState, fn) -> None:
+    """Check a run's in-loop sharpness ``fn`` against its clamp and hand ``fn``'s bound predictor the
+    run's limit ``2 · clamp / η_t`` (it solves while S approaches it). Raises ``ValueError`` for a
+    clamped run without ``fn`` or with a predictor whose margin is not the run's
+    ``train.clamp_margin``. Nothing to do for a run that is not clamped."""
+    if state.cfg.clamp is None:
+        return
+    if fn is None:
+        raise ValueError(f"run lr={state.cfg.lr:g}: train.clamp needs its in-loop sharpness function "
+                         "(eosflow.jobs.run.inloop_sharpness); got none")
+    bounds = getattr(fn, "bounds", None)
+    margin = getattr(bounds, "margin", None)
+    if margin is not None and margin != state.cfg.clamp_margin:
+        raise ValueError(f"run lr={state.cfg.lr:g}: train.clamp_margin is {state.cfg.clamp_margin:g} but its in-loop "
+                         f"sharpness predicts with margin {margin:g}; give both the same")
+    if hasattr(bounds, "limit"):
+        bounds.limit = state.clamp_limit
 
 
 def run_loop(stepper, theta0s: list[Tensor], states: list[RunState], *, start_step: int = 0, test=None,
@@ -170,16 +188,7 @@ def run_loop(stepper, theta0s: list[Tensor], states: list[RunState], *, start_st
     final = [th.detach().clone() for th in theta0s]  # run i's latest θ (its last θ once it ended)
     sharpness_fns = list(sharpness_fns) if sharpness_fns is not None else [None] * len(states)
     for s, fn in zip(states, sharpness_fns):
-        if s.cfg.clamp is not None and fn is None:
-            raise ValueError(f"run lr={s.cfg.lr:g}: train.clamp needs its in-loop sharpness function "
-                             "(eosflow.jobs.run.inloop_sharpness); got none")
-        bounds = getattr(fn, "bounds", None)
-        margin = getattr(bounds, "margin", None)
-        if s.cfg.clamp is not None and margin is not None and margin != s.cfg.clamp_margin:
-            raise ValueError(f"run lr={s.cfg.lr:g}: train.clamp_margin is {s.cfg.clamp_margin:g} but its in-loop "
-                             f"sharpness predicts with margin {margin:g}; give both the same")
-        if s.cfg.clamp is not None and hasattr(bounds, "limit"):
-            bounds.limit = s.clamp_limit  # the predictor solves while S approaches the run's limit
+        connect_clamp(s, fn)
     ckpt = _Checkpoint(checkpoint, fingerprint([s.cfg for s in states], final), stepper, sharpness_fns)
     t = ckpt.resume(states, final, start_step)
     active = [i for i, s in enumerate(states) if s.status is None]

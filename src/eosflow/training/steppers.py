@@ -48,7 +48,12 @@ class ObjectiveStepper:
         return theta
 
     def loss_grad_acc(self, theta: Tensor):
-        loss, acc, g = self.objective.loss_grad_acc(theta)
+        return self.packed(*self.objective.loss_grad_acc(theta))
+
+    @staticmethod
+    def packed(loss: float, acc: float, g: Tensor):
+        """One run's ``(L, accuracy, ∇L)`` as :meth:`loss_grad_acc` returns them: lists of one loss,
+        accuracy, gradient norm and all-finite flag, and the gradient."""
         return [loss], [acc], [float(g.norm())], [bool(torch.isfinite(g).all())], g
 
     def evaluate(self, theta: Tensor, rows: list[int], x, y) -> list[tuple[float, float]]:
