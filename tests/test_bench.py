@@ -68,6 +68,12 @@ def test_quick_report_structure(quick_report):
                 assert e["meets_tol"] and e["max_residual"] <= cold["tol"], m
                 # the engine's rows say which Hessian-vector product they used (None until it says)
                 assert ("product" in e) == m.startswith("eosflow"), m
+            # what the engine kept between products: everything (within its budget), or nothing
+            full, none = cold["methods"]["eosflow"]["primal_cache"], cold["methods"]["eosflow_nocache"]["primal_cache"]
+            assert none["cached_chunks"] == 0 and none["cache_mb"] == 0 and none["budget_mb"] == 0
+            assert full["cached_chunks"] == full["chunks"] == -(-w["info"]["n_examples"] // (w["info"]["chunk_size"]
+                                                                                           or w["info"]["n_examples"]))
+            assert 0 < full["cache_mb"] <= full["budget_mb"]
             assert cold["methods"]["hessian_eigenthings"]["calibration"]["m"] == \
                 cold["methods"]["hessian_eigenthings"]["n_matvec"]
             assert set(cold["speedup_eosflow_vs"]) == set(expected) - {"eosflow"}
@@ -90,6 +96,7 @@ def test_quick_report_structure(quick_report):
     # the target row keeps 5 significant digits of the measured ratio
     assert r["targets"]["4_vgg_tracking"]["ratio"] == pytest.approx(tv["ratio_same_steps_median"], rel=1e-4)
     assert r["targets"]["eigvals_and_residuals"]["met"] is True
+    assert "chunks kept" in r["targets"]["1_vgg_top1_cold"]["note"]
 
 
 def test_quick_clamp_rows_follow_the_clamp_and_hold(quick_report):

@@ -14,7 +14,9 @@ import torch
 
 from ..device import resolve_device
 from ..objective import Objective
-from ..spectral import SpectrumTracker, top_eigenpairs
+from ..spectral import SpectrumTracker, hvp_operator, top_eigenpairs
+from ..spectral.operators import DEFAULT_GRAPH_CACHE_BYTES
+from ..spectral.tracker import _default_block_size
 from ..training.clamp import DEFAULT_CLAMP_MARGIN
 from .measure import explicit_residuals, measured, median, product_of, write_report
 from .references import HE_VERSION, EigenthingsMethod, ScipyBaseline, calibrate_eigenthings, hessian_eigenthings_available
@@ -77,10 +79,10 @@ def bench_cold(obj, theta, k: int, tol: float, reps: int, device, methods, he_m0
                 out["methods"][name] = entry
                 continue
             fn = lambda he=he, m=cal["m"]: he.solve(k, m)  # noqa: E731
-        elif name == "eosflow":
-            fn = lambda: top_eigenpairs(obj, theta, k, tol=tol, max_iter=500)  # noqa: E731
-        elif name == "eosflow_nocache":
-            fn = lambda: top_eigenpairs(obj, theta, k, tol=tol, max_iter=500, graph_cache_bytes=0)  # noqa: E731
+        elif name in ("eosflow", "eosflow_nocache"):
+            kept = entry["primal_cache"] = {}
+            budget = 0 if name == "eosflow_nocache" else DEFAULT_GRAPH_CACHE_BYTES
+            fn = lambda kept=kept, budget=budget: _eosflow_cold(obj, theta, k, tol, budget, kept)  # noqa: E731
         elif name == "eosflow_cached":
             fn = lambda: top_eigenpairs(obj, theta, k, tol=tol, max_iter=500, hvp="cached")  # noqa: E731
         elif name == "eosflow_lanczos":
@@ -115,6 +117,20 @@ def bench_cold(obj, theta, k: int, tol: float, reps: int, device, methods, he_m0
     if "eosflow" in t:
         out["speedup_eosflow_vs"] = {n: round(v / t["eosflow"], 3) for n, v in t.items() if n != "eosflow"}
     return out
+
+
+def _eosflow_cold(obj, theta, k: int, tol: float, budget: int, kept: dict):
+    """eosflow's cold top-k as ``top_eigenpairs`` solves it (default engine, primal passes kept
+    within ``budget`` bytes), recording in ``kept`` what its operator kept between products: the
+    chunks whose primal passes it kept (of ``chunks``) and their size."""
+    op = hvp_operator(obj, theta, "auto", _default_block_size(obj, theta, k), budget)
+    res = top_eigenpairs(obj, theta, k, tol=tol, max_iter=500, operator=op)
+    n = getattr(obj, "n", None)
+    size = getattr(obj, "chunk_size", None)
+    kept.update(budget_mb=round(budget / 2**20, 1), cached_chunks=getattr(op, "cached_chunks", None),
+                cache_mb=round(getattr(op, "cache_bytes", 0) / 2**20, 1),
+                chunks=math.ceil(n / size) if n and size else None)
+    return res
 
 
 def agreement(eigvals: dict, rtol: float = 1e-4) -> dict:

@@ -70,6 +70,10 @@ def _target1_for(vgg: dict, method: str) -> dict:
     out["met"] = _all(out["met"], (rss <= 1.1) if per_call else None)
     out["note"] += (f"; peak RSS {e['peak_rss_mb']:.0f} vs {h['peak_rss_mb']:.0f} MB = x{rss:.2f} (at most 1.1)"
                     + ("" if per_call else ": process-wide peaks, not comparable, so not judged"))
+    kept = e.get("primal_cache") or {}
+    if kept.get("cached_chunks") is not None:
+        out["note"] += (f"; primal passes of {kept['cached_chunks']} of {kept.get('chunks', '?')} chunks kept "
+                        f"({kept['cache_mb']:.0f} MB)")
     return out
 
 
