@@ -11,7 +11,7 @@ import pytest
 
 from eosflow.claims import claim, decide, write_claims
 from eosflow.config import load_schema
-from eosflow.results import BLOCKS, SNAPSHOT, check_readme, render_readme, snapshot
+from eosflow.results import BLOCKS, SNAPSHOT, _where_time_goes, check_readme, render_readme, snapshot
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -53,17 +53,35 @@ def test_the_snapshot_names_its_build(tmp_path):
     write_claims([claim("eos.lower", [1.0, 1.1, 0.9])], figs / "ext" / "eos.claims.json", "ext/eos")
     (tmp_path / "results" / "benchmarks" / "train").mkdir(parents=True)
     (tmp_path / "results" / "benchmarks" / "train" / "a.tsv").write_text("s\th:m:s\n12.5\t0:00:12\n")
+    (tmp_path / "results" / "benchmarks" / "train" / "sweep").mkdir()
+    (tmp_path / "results" / "benchmarks" / "train" / "sweep" / "lrx2_seed0.tsv").write_text("s\th:m:s\n30.25\t0:00:30\n")
+    (tmp_path / "results" / "benchmarks" / "hessian").mkdir()
+    (tmp_path / "results" / "benchmarks" / "hessian" / "b.tsv").write_text("s\th:m:s\n2.5\t0:00:02\n")
     cfg = tmp_path / "config.yaml"
     cfg.write_text("a: 1\n")
     s = snapshot(figs, tmp_path / "default.json", wall_time_s=5400.0, command="snakemake --cores 2", config=cfg,
-                 results=tmp_path / "results")
+                 results=tmp_path / "results", start_s=2.0)
     saved = json.loads((tmp_path / "default.json").read_text())
     assert saved == json.loads(json.dumps(s))
     assert set(saved["figures"]) == {"fig5", "ext/eos"} and saved["build"]["wall_time_s"] == 5400.0
-    assert saved["job_seconds_by_rule"] == {"train": 12.5} and saved["machine"]["cores"] >= 1
+    assert saved["job_seconds_by_rule"] == {"train": 42.8, "hessian": 2.5} and saved["machine"]["cores"] >= 1
+    assert saved["jobs_by_rule"]["train"] == {"jobs": 2, "seconds": 42.8, "longest_s": 30.25,
+                                              "longest": "train/sweep/lrx2_seed0", "shortest_s": 12.5}
+    assert saved["job_start_s"] == 2.0
+    # the README's line on where the time went: each rule's jobs and longest job, and the start-up
+    where = _where_time_goes(saved)
+    assert "train 0.7 (2 jobs, the longest 30 s: `train/sweep/lrx2_seed0`); hessian 0.0 (1 job," in where
+    assert "3 jobs spend about 0.1 job-minutes starting, 13 % of the 0.8 job-minutes" in where
     assert saved["figures"]["fig5"]["claims"][0]["verdict"] == "holds"
     assert saved["figures"]["ext/eos"]["claims"][0]["needed"] == 12
     assert saved["registry"]["hash"] and len(saved["config_sha256"]) == 64
+
+
+def test_a_jobs_start_up_is_measured_by_importing_what_a_job_imports():
+    from eosflow.results import JOB_IMPORTS, job_start_seconds
+
+    assert "eosflow.jobs.train" in JOB_IMPORTS and "snakemake.script" in JOB_IMPORTS
+    assert 0 < job_start_seconds(reps=1) < 60  # the imports succeed (a broken one raises)
 
 
 def test_the_committed_snapshot_is_a_full_default_build():

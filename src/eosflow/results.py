@@ -92,10 +92,53 @@ def job_seconds(results: Path) -> dict:
     return out
 
 
+def job_stats(results: Path) -> dict:
+    """Per rule, from Snakemake's benchmark files: its jobs, their seconds in all, and its longest
+    and shortest job (seconds; the longest's benchmark file, whose name carries its wildcards)."""
+    out: dict[str, dict] = {}
+    for tsv in sorted((results / "benchmarks").rglob("*.tsv")):
+        lines = tsv.read_text().splitlines()
+        if len(lines) < 2:
+            continue
+        rel = tsv.relative_to(results / "benchmarks")
+        sec = float(lines[1].split("\t")[0])
+        r = out.setdefault(rel.parts[0], {"jobs": 0, "seconds": 0.0, "longest_s": -1.0, "longest": None,
+                                          "shortest_s": float("inf")})
+        r["jobs"] += 1
+        r["seconds"] = round(r["seconds"] + sec, 1)
+        r["shortest_s"] = min(r["shortest_s"], sec)
+        if sec > r["longest_s"]:
+            r["longest_s"], r["longest"] = sec, rel.with_suffix("").as_posix()
+    return out
+
+
+#: What a job script imports before its work (Snakemake's script preamble, the train and hessian
+#: jobs' modules): the start-up every job of rule all pays.
+JOB_IMPORTS = "import snakemake.script, eosflow.jobs.train, eosflow.jobs.hessian, eosflow.logs"
+
+
+def job_start_seconds(reps: int = 5) -> float:
+    """Seconds to start one job's process: a fresh interpreter importing :data:`JOB_IMPORTS` (the
+    median of ``reps``; with a warm file cache, as in a build)."""
+    import statistics
+    import sys
+    import time
+
+    times = []
+    for _ in range(reps + 1):  # the first fills the file cache and is not counted
+        t = time.perf_counter()
+        subprocess.run([sys.executable, "-c", JOB_IMPORTS], check=True, capture_output=True)
+        times.append(time.perf_counter() - t)
+    return round(statistics.median(times[1:]), 3)
+
+
 def snapshot(figures: Path, out: Path = SNAPSHOT, *, wall_time_s: float, command: str, config: Path,
-             results: Path = Path("results"), started: str | None = None, extra: dict | None = None) -> dict:
+             results: Path = Path("results"), started: str | None = None, extra: dict | None = None,
+             start_s: float | None = None) -> dict:
     """Collect every claims file under ``figures`` into ``out`` with the commit, the machine, the
-    build's command and wall time, the config's sha256 and the job seconds per rule."""
+    build's command and wall time, the config's sha256, the job seconds per rule (and per rule its
+    jobs, longest and shortest: :func:`job_stats`) and, when given, ``start_s``: one job's start-up
+    in seconds (:func:`job_start_seconds`, which ``python -m eosflow results snapshot`` measures)."""
     from .claims import REGISTRY
 
     root = Path(figures).resolve().parent
@@ -111,7 +154,8 @@ def snapshot(figures: Path, out: Path = SNAPSHOT, *, wall_time_s: float, command
                                                 timespec="seconds")},
             "config_sha256": hashlib.sha256(Path(config).read_bytes()).hexdigest(),
             "registry": {"version": REGISTRY.version, "hash": REGISTRY.hash},
-            "job_seconds_by_rule": job_seconds(Path(results)), "figures": figs, **(extra or {})}
+            "job_seconds_by_rule": job_seconds(Path(results)), "jobs_by_rule": job_stats(Path(results)),
+            **({"job_start_s": start_s} if start_s is not None else {}), "figures": figs, **(extra or {})}
     write_json(data, out)
     return data
 
@@ -184,11 +228,33 @@ def render_status(root: Path) -> str:
             for fig, d in s["figures"].items()]
     total = [sum(r[i] for r in rows) for i in (1, 2, 3)]
     rows.append(["all", *total])
+    return _build_line(s) + "\n" + _where_time_goes(s) + _table(["figure", "holds", "fails", "undetermined"], rows)
+
+
+def _where_time_goes(s: dict) -> str:
+    """The build's job time by rule (with each rule's jobs and longest job, where recorded) and what
+    starting the jobs costs."""
     jobs = s.get("job_seconds_by_rule") or {}
-    by_rule = ", ".join(f"{rule} {sec / 60:.1f}" for rule, sec in sorted(jobs.items(), key=lambda kv: -kv[1]))
-    where = (f"Job time by rule, in minutes (one thread a job, two jobs at a time; Snakemake's benchmark files): "
-             f"{by_rule}.\n\n") if jobs else ""
-    return _build_line(s) + "\n" + where + _table(["figure", "holds", "fails", "undetermined"], rows)
+    if not jobs:
+        return ""
+    stats = s.get("jobs_by_rule") or {}
+
+    def rule(name: str, sec: float) -> str:
+        st = stats.get(name)
+        more = (f" ({st['jobs']} job{'' if st['jobs'] == 1 else 's'}, the longest {st['longest_s']:.0f} s: `{st['longest']}`)" if st else "")
+        return f"{name} {sec / 60:.1f}{more}"
+
+    by_rule = ("; " if stats else ", ").join(rule(r, sec) for r, sec in sorted(jobs.items(), key=lambda kv: -kv[1]))
+    text = (f"Job time by rule, in minutes (one thread a job, two jobs at a time; Snakemake's benchmark files): "
+            f"{by_rule}.")
+    start, n = s.get("job_start_s"), sum(st["jobs"] for st in stats.values())
+    if start is not None and n:
+        total = sum(jobs.values())
+        text += (f" Starting a job (a fresh Python importing Snakemake's script module and the job modules, "
+                 f"torch and xarray with them) takes {start:.2f} s, measured when the build was collected: "
+                 f"{n} jobs spend about {n * start / 60:.1f} job-minutes starting, "
+                 f"{100 * n * start / total:.0f} % of the {total / 60:.1f} job-minutes.")
+    return text + "\n\n"
 
 
 def render_claims(root: Path) -> str:
@@ -441,7 +507,7 @@ def main(argv: list[str]) -> int:
         if a.wall_time_s is None:
             p.error("snapshot needs --wall-time-s (the build's wall time, timed end to end)")
         snapshot(Path(a.figures), Path(a.out or SNAPSHOT), wall_time_s=a.wall_time_s, command=a.command,
-                 config=Path(a.config), results=Path(a.results), started=a.started,
+                 config=Path(a.config), results=Path(a.results), started=a.started, start_s=job_start_seconds(),
                  extra={"perturb_theta0": a.perturb_theta0,
                         **({"runs_built_at": a.build_commit} if a.build_commit else {})})
         return 0
