@@ -31,13 +31,12 @@ __all__ = ["SNAPSHOT", "CALIBRATION", "BENCH", "PERTURBED", "verdict_changes", "
 
 SNAPSHOT = Path("docs/results/default.json")
 CALIBRATION = Path("docs/results/calibration.json")
-BENCH = Path("benchmarks/results/cpu-2026-12-02.json")
+BENCH = Path("benchmarks/results/cpu-2026-12-06c.json")
 CLAMP_COST = Path("benchmarks/results/clamp-cost-cpu-2026-12-06b.json")
 HVP_CHOICE = Path("benchmarks/results/hvp-choice-cpu-2026-12-02.json")
 PAPER_SCALE = Path("benchmarks/results/paper-scale-estimate-2026-12-06b.json")
 BENCH_RESIDUAL = Path("benchmarks/results/cpu-residual-2026-12-06.json")
 BENCH_ENGINE = Path("benchmarks/results/cpu-engine-2026-12-06b.json")
-BENCH_EXACT = Path("benchmarks/results/cpu-engine-exact-2026-12-06.json")
 BENCH_VGG = Path("benchmarks/results/cpu-vgg-small-2026-12-06.json")
 BENCH_VGG_CLAMP = Path("benchmarks/results/cpu-vgg-clamp-2026-12-06.json")
 PERTURBED = Path("docs/results/perturbed.json")
@@ -445,9 +444,8 @@ def render_robustness(root: Path) -> str:
 
 
 BLOCKS = {"robustness": render_robustness, "status": render_status, "claims": render_claims, "calibration": render_calibration,
-          "power": render_power, "speed": render_speed, "clamp-cost": render_clamp_cost,
+          "power": render_power, "speed": lambda root: render_speed(root, BENCH, measured_only=True), "clamp-cost": render_clamp_cost,
           "speed-engine": lambda root: render_speed(root, BENCH_ENGINE, measured_only=True),
-          "speed-exact": lambda root: render_speed(root, BENCH_EXACT, measured_only=True),
           "speed-vgg": lambda root: render_speed(root, BENCH_VGG, only=("4_vgg_tracking",)),
           "speed-vgg-clamp": lambda root: render_speed(root, BENCH_VGG_CLAMP, only=("5_vgg_clamp",)),
           "hvp-choice": render_hvp_choice, "paper-scale": render_paper_scale, "residual": render_residual}
