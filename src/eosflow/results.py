@@ -80,17 +80,6 @@ def _claim_row(c: dict) -> dict:
     return row
 
 
-def job_seconds(results: Path) -> dict:
-    """CPU-job seconds per rule from Snakemake's benchmark files (``results/benchmarks/<rule>/...``)."""
-    out: dict[str, float] = {}
-    for tsv in sorted((results / "benchmarks").rglob("*.tsv")):
-        lines = tsv.read_text().splitlines()
-        if len(lines) >= 2:
-            rule = tsv.relative_to(results / "benchmarks").parts[0]
-            out[rule] = round(out.get(rule, 0.0) + float(lines[1].split("\t")[0]), 1)
-    return out
-
-
 def job_stats(results: Path) -> dict:
     """Per rule, from Snakemake's benchmark files: its jobs, their seconds in all, and its longest
     and shortest job (seconds; the longest's benchmark file, whose name carries its wildcards)."""
@@ -141,6 +130,7 @@ def snapshot(figures: Path, out: Path = SNAPSHOT, *, wall_time_s: float, command
     from .claims import REGISTRY
 
     root = Path(figures).resolve().parent
+    stats = job_stats(Path(results))  # CPU-job seconds per rule, from Snakemake's benchmark files
     figs = {}
     for path in sorted(Path(figures).rglob("*.claims.json")):
         d = read_json(path, "claims file")
@@ -153,7 +143,7 @@ def snapshot(figures: Path, out: Path = SNAPSHOT, *, wall_time_s: float, command
                                                 timespec="seconds")},
             "config_sha256": hashlib.sha256(Path(config).read_bytes()).hexdigest(),
             "registry": {"version": REGISTRY.version, "hash": REGISTRY.hash},
-            "job_seconds_by_rule": job_seconds(Path(results)), "jobs_by_rule": job_stats(Path(results)),
+            "job_seconds_by_rule": {rule: st["seconds"] for rule, st in stats.items()}, "jobs_by_rule": stats,
             **({"job_start_s": start_s} if start_s is not None else {}), "figures": figs, **(extra or {})}
     write_json(data, out)
     return data

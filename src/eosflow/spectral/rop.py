@@ -432,6 +432,13 @@ def kept_primal(op, i: int, xc: Tensor, yc: Tensor, size_of, out: dict | None = 
     return primal
 
 
+def _add_grads(out: dict, prefix: str, grads: dict) -> None:
+    """Add a layer's terms (by parameter name) into ``out``, keyed by the full parameter names."""
+    for name, t in grads.items():
+        key = prefix + name
+        out[key] = t if key not in out else out[key] + t
+
+
 def stack_products(outs: list[dict], obj, theta: Tensor) -> Tensor:
     """The rows ``(m, P)`` of the products accumulated per parameter name in ``outs`` (a parameter
     without a term is zero), divided by the objective's ``n``."""
@@ -490,9 +497,7 @@ class RopHVP(HessianOperator):
         for r, p, P in zip(reversed(self.rules), reversed(self._p), reversed(Ps)):
             g = r.backward(p, P, g)
             if out is not None:
-                for name, t in r.param_grads(p, P).items():
-                    key = r.prefix + name
-                    out[key] = t if key not in out else out[key] + t
+                _add_grads(out, r.prefix, r.param_grads(p, P))
             if g is None:
                 break
         return Ps, prob
@@ -519,9 +524,7 @@ class RopHVP(HessianOperator):
         rg = _loss_tangent(prob, ra)
         for r, p, rp, P, T in zip(reversed(self.rules), reversed(self._p), reversed(rps), reversed(Ps), reversed(Ts)):
             rg, grads = r.tangent_backward(p, rp, P, T, rg)
-            for name, t in grads.items():
-                key = r.prefix + name
-                out[key] = t if key not in out else out[key] + t
+            _add_grads(out, r.prefix, grads)
             if rg is None:
                 break
 
