@@ -287,6 +287,27 @@ def test_batched_sweep_writes_the_same_runs(workdir, tmp_path):
             np.testing.assert_allclose(grouped[v].values, one[v].values, rtol=2e-3, atol=1e-6, err_msg=(lr, v))
 
 
+def test_batched_groups_only_fig5s_settings(workdir):
+    """fig5.batched groups fig5's settings only: another grid's sweep run of another setting (the
+    generalization map's cells) stays one train job, not a group that trains fig5's whole grid."""
+    (workdir / "batched.yaml").write_text("fig5: {batched: true}\n")
+    configs = ("tiny.yaml", "batched.yaml")
+    mine = "results/runs/sweep/fmnist_mlp/const/lr0.5/seed0/metrics.nc"
+    other = "results/runs/sweep/fmnist_mlp_mse/const/lr0.5/seed0/metrics.nc"
+    assert _job_counts(snakemake(workdir, "-n", mine, "--forcerun", "train_group", configs=configs)) \
+        .get("train_group") == 1
+    counts = _job_counts(snakemake(workdir, "-n", other, "--forcerun", "train", configs=configs))
+    assert counts.get("train") == 1 and "train_group" not in counts, counts
+
+
+def test_the_workflow_profile_schedules_greedily(workdir):
+    """profiles/default is read by every snakemake run in the workflow's directory: the greedy
+    scheduler, not the integer program solved at every job's end."""
+    out = snakemake(workdir, "-n", "figures/fig5.pdf")
+    assert "workflow specific profile profiles/default" in out.stdout + out.stderr
+    assert yaml.safe_load((workdir / "profiles/default/config.yaml").read_text()) == {"scheduler": "greedy"}
+
+
 def test_another_k_reruns_hessian_not_training(workdir):
     snakemake(workdir, "figures/fig5.pdf")
     (workdir / "k1.yaml").write_text("hessian:\n  k: 1\n")

@@ -29,7 +29,10 @@ if config["fig5"]["batched"]:
 
     rule train_group:
         # fig5.batched: a setting and seed's whole fig5 grid in one process (vmap over stacked
-        # parameters); the same files as rule train writes, run by run.
+        # parameters); the same files as rule train writes, run by run. fig5's settings only:
+        # another grid's sweep runs (the generalization map's cells) stay one job per run
+        wildcard_constraints:
+            setting="|".join(config["fig5"]["settings"]),
         input:
             data=lambda w: data_path(w.setting),
         output:
@@ -46,6 +49,8 @@ if config["fig5"]["batched"]:
         benchmark:
             "results/benchmarks/train_group/sweep/{setting}/seed{seed}.tsv"
         threads: 1
+        # the longest jobs of the default build: started first, none is left for its end
+        priority: 10
         resources:
             mem_mb=lambda wildcards, attempt: 2000 * len(sweep_lr_tags(config["fig5"])) * attempt,
             runtime=lambda wildcards, attempt: 60 * len(sweep_lr_tags(config["fig5"])) * attempt,
