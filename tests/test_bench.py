@@ -218,3 +218,37 @@ def test_a_clamp_rows_float64_check_can_be_kept_to_its_predicted_steps():
     assert len(predicted) == r["predicted_steps"] > 5
     assert every["at"] == predicted and every["steps"] == len(predicted) and every["which"] == "the predicted steps"
     assert every["ok"] and every["max_lr_s_over_2clamp"] <= 1 + 1e-5
+
+
+def _load_script(name: str):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_batched_sweep_jobs_compares_a_group_with_its_runs(tmp_path):
+    """benchmarks/batched_sweep_jobs.py: per setting and seed, the group's seconds against its own
+    seed's runs summed (another seed's runs, and another setting's, not counted)."""
+    compare = _load_script("batched_sweep_jobs").compare
+
+    def tsv(path: Path, s: float):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(f"s\th:m:s\tcpu_time\n{s}\t0:00:01\t{s}\n")
+
+    runs, groups = tmp_path / "a", tmp_path / "b"
+    for tag, s in (("lrx0.5", 10.0), ("lrx1", 20.0), ("lrx2", 5.5)):
+        tsv(runs / f"results/benchmarks/train/sweep/cnn/const/{tag}_seed0.tsv", s)
+        tsv(runs / f"results/benchmarks/train/sweep/cnn/const/{tag}_seed1.tsv", 100.0)
+        tsv(runs / f"results/benchmarks/train/sweep/mlp/const/{tag}_seed0.tsv", 1000.0)
+    tsv(groups / "results/benchmarks/train_group/sweep/cnn/seed0.tsv", 14.2)
+    (row,) = compare(runs, groups)
+    assert row == {"setting": "cnn", "seed": 0, "runs": 3, "one_job_per_run_s": 35.5, "group_s": 14.2,
+                   "saved_s": 21.3, "ratio": 2.5}
+    tsv(runs / "results/benchmarks/hessian/fig4/a.tsv", 8.0)
+    tsv(groups / "results/benchmarks/hessian/fig4/a.tsv", 6.0)
+    tsv(runs / "results/benchmarks/hessian/fig4/only_in_one.tsv", 50.0)
+    same = _load_script("batched_sweep_jobs").same_jobs(runs, groups)
+    assert (same["jobs"], same["runs_build_s"], same["groups_build_s"], same["ratio"]) == (1, 8.0, 6.0, 0.75)

@@ -107,6 +107,22 @@ def test_rop_primal_cache_budget():
     assert full.cache_bytes == sum(t.numel() * t.element_size() for t in unique.values())
 
 
+def test_a_solve_reports_what_its_operator_kept():
+    """EigResult.cache: the chunks whose primal passes the solve's operator held at its end, and
+    their bytes (what the benchmark's cold rows record); none within a zero budget."""
+    from eosflow.spectral import top_eigenpairs
+
+    obj = _objective("vgg_bn", "ce", n=12, chunk=4)
+    theta = obj.flatten()
+    full = top_eigenpairs(obj, theta, 1, tol=1e-3, hvp="rop")
+    reference = RopHVP(obj, theta)
+    reference.matvec(torch.ones(obj.dim, dtype=D))
+    assert full.cache == {"cached_chunks": 3, "cache_bytes": reference.cache_bytes}
+    assert top_eigenpairs(obj, theta, 1, tol=1e-3, hvp="rop", graph_cache_bytes=0).cache == \
+        {"cached_chunks": 0, "cache_bytes": 0}
+    assert top_eigenpairs(obj, theta, 1, tol=1e-3, hvp="objective").cache is None
+
+
 class _Square(nn.Module):
     def forward(self, x):
         return x * x

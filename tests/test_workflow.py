@@ -300,14 +300,6 @@ def test_batched_groups_only_fig5s_settings(workdir):
     assert counts.get("train") == 1 and "train_group" not in counts, counts
 
 
-def test_the_workflow_profile_schedules_greedily(workdir):
-    """profiles/default is read by every snakemake run in the workflow's directory: the greedy
-    scheduler, not the integer program solved at every job's end."""
-    out = snakemake(workdir, "-n", "figures/fig5.pdf")
-    assert "workflow specific profile profiles/default" in out.stdout + out.stderr
-    assert yaml.safe_load((workdir / "profiles/default/config.yaml").read_text()) == {"scheduler": "greedy"}
-
-
 def test_another_k_reruns_hessian_not_training(workdir):
     snakemake(workdir, "figures/fig5.pdf")
     (workdir / "k1.yaml").write_text("hessian:\n  k: 1\n")

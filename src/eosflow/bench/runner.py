@@ -14,9 +14,8 @@ import torch
 
 from ..device import resolve_device
 from ..objective import Objective
-from ..spectral import SpectrumTracker, hvp_operator, top_eigenpairs
+from ..spectral import SpectrumTracker, top_eigenpairs
 from ..spectral.operators import DEFAULT_GRAPH_CACHE_BYTES
-from ..spectral.tracker import _default_block_size
 from ..training.clamp import DEFAULT_CLAMP_MARGIN
 from .measure import explicit_residuals, measured, median, product_of, write_report
 from .references import HE_VERSION, EigenthingsMethod, ScipyBaseline, calibrate_eigenthings, hessian_eigenthings_available
@@ -120,15 +119,15 @@ def bench_cold(obj, theta, k: int, tol: float, reps: int, device, methods, he_m0
 
 
 def _eosflow_cold(obj, theta, k: int, tol: float, budget: int, kept: dict):
-    """eosflow's cold top-k as ``top_eigenpairs`` solves it (default engine, primal passes kept
-    within ``budget`` bytes), recording in ``kept`` what its operator kept between products: the
-    chunks whose primal passes it kept (of ``chunks``) and their size."""
-    op = hvp_operator(obj, theta, "auto", _default_block_size(obj, theta, k), budget)
-    res = top_eigenpairs(obj, theta, k, tol=tol, max_iter=500, operator=op)
+    """eosflow's cold top-k (``top_eigenpairs``, its default engine, primal passes kept within
+    ``budget`` bytes), recording in ``kept`` what its operator kept between products
+    (:attr:`EigResult.cache`): the chunks whose primal passes it kept (of ``chunks``) and their size."""
+    res = top_eigenpairs(obj, theta, k, tol=tol, max_iter=500, graph_cache_bytes=budget)
+    cache = res.cache or {}
     n = getattr(obj, "n", None)
     size = getattr(obj, "chunk_size", None)
-    kept.update(budget_mb=round(budget / 2**20, 1), cached_chunks=getattr(op, "cached_chunks", None),
-                cache_mb=round(getattr(op, "cache_bytes", 0) / 2**20, 1),
+    kept.update(budget_mb=round(budget / 2**20, 1), cached_chunks=cache.get("cached_chunks"),
+                cache_mb=round(cache.get("cache_bytes", 0) / 2**20, 1),
                 chunks=math.ceil(n / size) if n and size else None)
     return res
 

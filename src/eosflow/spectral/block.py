@@ -21,7 +21,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from .krylov import EigResult, check_k, explicit_residuals, function_operator, orthonormal_rows
+from .krylov import EigResult, check_k, explicit_residuals, function_operator, operator_cache, orthonormal_rows
 from .operators import LinearOperator
 
 __all__ = ["block_lanczos", "block_lanczos_topk"]
@@ -164,7 +164,7 @@ class _BlockLanczos:
         guard = (S[:, kk:kk + g].to(device=op.device, dtype=op.dtype).T @ self.Q[:m]) if self.n_guard else None
         return EigResult(eigvals=lam, eigvecs=Y, residuals=res, iterations=self.steps, n_matvec=self.n_matvec,
                          converged=kk == self.k and bool((res <= self.tol).all()), guard=guard,
-                         product=getattr(op, "product", None))
+                         product=getattr(op, "product", None), cache=operator_cache(op))
 
     def check(self, R: Tensor, m_old: int, exhausted: bool) -> EigResult | None:
         """The result when the top ``k`` have converged (or nothing is left to do), else None.

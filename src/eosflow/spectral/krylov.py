@@ -25,6 +25,8 @@ class EigResult:
     for), kept by :class:`~eosflow.spectral.SpectrumTracker` to warm-start the next solve.
     product: which Hessian-vector product the operator used (its ``product`` attribute: ``"rop"``,
     ``"cached"``, ``"objective"``; None for other operators).
+    cache: what the operator kept between products when the solve ended, for operators that keep
+    primal passes (``{"cached_chunks": ..., "cache_bytes": ...}``; None for others).
     """
 
     eigvals: Tensor
@@ -35,6 +37,16 @@ class EigResult:
     converged: bool
     guard: Tensor | None = None
     product: str | None = None
+    cache: dict | None = None
+
+
+def operator_cache(op) -> dict | None:
+    """What ``op`` kept between products (chunks whose primal passes or graphs it holds, and their
+    bytes), for :attr:`EigResult.cache`; None for an operator that keeps none."""
+    chunks = getattr(op, "cached_chunks", None)
+    if chunks is None:
+        return None
+    return {"cached_chunks": chunks, "cache_bytes": getattr(op, "cache_bytes", getattr(op, "graph_bytes", 0))}
 
 
 def orthogonalise(w: Tensor, Q: Tensor) -> tuple[Tensor, Tensor]:
