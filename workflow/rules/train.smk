@@ -49,7 +49,7 @@ if config["fig5"]["batched"]:
         benchmark:
             "results/benchmarks/train_group/sweep/{setting}/seed{seed}.tsv"
         threads: 1
-        # the longest jobs of the default build: started first, none is left for its end
+        # the CNN's groups are the default build's longest jobs: started first, none is left for its end
         priority: 10
         resources:
             mem_mb=lambda wildcards, attempt: 2000 * len(sweep_lr_tags(config["fig5"])) * attempt,
