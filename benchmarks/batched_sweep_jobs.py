@@ -14,19 +14,12 @@ builds, timed in each (how much the machine's speed moved between the builds).
 from __future__ import annotations
 
 import argparse
-import csv
 import json
-import subprocess
 from datetime import date
 from pathlib import Path
 
-
-def _seconds(path: Path) -> float:
-    return float(next(csv.DictReader(open(path), delimiter="\t"))["s"])
-
-
-def _commit(build: Path) -> str:
-    return subprocess.run(["git", "rev-parse", "HEAD"], cwd=build, capture_output=True, text=True).stdout.strip()
+from eosflow.results import benchmark_seconds
+from eosflow.results import git_head
 
 
 def compare(runs: Path, groups: Path) -> list[dict]:
@@ -34,7 +27,7 @@ def compare(runs: Path, groups: Path) -> list[dict]:
     for g in sorted((groups / "results/benchmarks/train_group/sweep").glob("*/seed*.tsv")):
         setting, seed = g.parent.name, g.stem[len("seed"):]
         singles = sorted((runs / f"results/benchmarks/train/sweep/{setting}/const").glob(f"*_seed{seed}.tsv"))
-        one_each, group = sum(_seconds(f) for f in singles), _seconds(g)
+        one_each, group = sum(benchmark_seconds(f) for f in singles), benchmark_seconds(g)
         rows.append({"setting": setting, "seed": int(seed), "runs": len(singles), "one_job_per_run_s": round(one_each, 1),
                      "group_s": round(group, 1), "saved_s": round(one_each - group, 1),
                      "ratio": round(one_each / group, 2)})
@@ -52,7 +45,7 @@ def same_jobs(runs: Path, groups: Path, exclude=DIFFERENT_WORK) -> dict:
     root_a, root_b = runs / "results/benchmarks", groups / "results/benchmarks"
     names = [f.relative_to(root_a) for f in root_a.rglob("*.tsv")]
     names = [n for n in names if (root_b / n).exists() and not any(x in str(n) for x in exclude)]
-    a, b = sum(_seconds(root_a / n) for n in names), sum(_seconds(root_b / n) for n in names)
+    a, b = sum(benchmark_seconds(root_a / n) for n in names), sum(benchmark_seconds(root_b / n) for n in names)
     return {"jobs": len(names), "excluded": list(exclude), "runs_build_s": round(a, 1), "groups_build_s": round(b, 1),
             "ratio": round(b / a, 3) if a else None}
 
@@ -66,7 +59,7 @@ def main() -> None:
     rows = compare(args.runs, args.groups)
     total = {k: round(sum(r[k] for r in rows), 1) for k in ("one_job_per_run_s", "group_s", "saved_s")}
     report = {"command": f"python benchmarks/batched_sweep_jobs.py --runs {args.runs} --groups {args.groups}",
-              "runs_build_commit": _commit(args.runs), "groups_build_commit": _commit(args.groups),
+              "runs_build_commit": git_head(args.runs), "groups_build_commit": git_head(args.groups),
               "rows": rows, "total": total, "same_jobs": same_jobs(args.runs, args.groups)}
     args.out.write_text(json.dumps(report, indent=1) + "\n")
     print(json.dumps(report, indent=1))

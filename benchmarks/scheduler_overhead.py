@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shlex
 import shutil
 import signal
@@ -29,6 +28,8 @@ from datetime import date
 from pathlib import Path
 
 import psutil
+
+from eosflow.results import git_head, machine
 
 
 def run(workdir: Path, scheduler: str, seconds: float, extra: list[str]) -> dict:
@@ -70,10 +71,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path(f"benchmarks/results/scheduler-overhead-{date.today()}.json"))
     args = ap.parse_args()
     rows = [run(args.workdir.resolve(), s, args.seconds, shlex.split(args.snakemake_args)) for s in args.schedulers]
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=args.workdir, capture_output=True, text=True).stdout.strip()
     report = {"command": shlex.join(["python", "benchmarks/scheduler_overhead.py", *sys.argv[1:]]),
-              "commit": commit, "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()},
-              "rows": rows}
+              "commit": git_head(args.workdir), "machine": machine(), "rows": rows}
     args.out.write_text(json.dumps(report, indent=1) + "\n")
     for r in rows:
         print(r)

@@ -232,7 +232,7 @@ def _load_script(name: str):
 def test_batched_sweep_jobs_compares_a_group_with_its_runs(tmp_path):
     """benchmarks/batched_sweep_jobs.py: per setting and seed, the group's seconds against its own
     seed's runs summed (another seed's runs, and another setting's, not counted)."""
-    compare = _load_script("batched_sweep_jobs").compare
+    script = _load_script("batched_sweep_jobs")
 
     def tsv(path: Path, s: float):
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -244,11 +244,11 @@ def test_batched_sweep_jobs_compares_a_group_with_its_runs(tmp_path):
         tsv(runs / f"results/benchmarks/train/sweep/cnn/const/{tag}_seed1.tsv", 100.0)
         tsv(runs / f"results/benchmarks/train/sweep/mlp/const/{tag}_seed0.tsv", 1000.0)
     tsv(groups / "results/benchmarks/train_group/sweep/cnn/seed0.tsv", 14.2)
-    (row,) = compare(runs, groups)
+    (row,) = script.compare(runs, groups)
     assert row == {"setting": "cnn", "seed": 0, "runs": 3, "one_job_per_run_s": 35.5, "group_s": 14.2,
                    "saved_s": 21.3, "ratio": 2.5}
     tsv(runs / "results/benchmarks/hessian/fig4/a.tsv", 8.0)
     tsv(groups / "results/benchmarks/hessian/fig4/a.tsv", 6.0)
     tsv(runs / "results/benchmarks/hessian/fig4/only_in_one.tsv", 50.0)
-    same = _load_script("batched_sweep_jobs").same_jobs(runs, groups)
+    same = script.same_jobs(runs, groups)
     assert (same["jobs"], same["runs_build_s"], same["groups_build_s"], same["ratio"]) == (1, 8.0, 6.0, 0.75)

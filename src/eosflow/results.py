@@ -52,6 +52,11 @@ def _git(root: Path, *args: str) -> str:
         return ""
 
 
+def git_head(root: Path) -> str:
+    """The commit checked out at ``root`` ("" outside a git work tree)."""
+    return _git(root, "rev-parse", "HEAD")
+
+
 def machine() -> dict:
     """The machine a build ran on: CPU model, cores, memory, Python and torch versions."""
     cpu, mem = platform.processor() or platform.machine(), None
@@ -80,16 +85,22 @@ def _claim_row(c: dict) -> dict:
     return row
 
 
+def benchmark_seconds(tsv: Path) -> float | None:
+    """A job's wall seconds from its Snakemake benchmark file (the first column of its first row;
+    None for a file without one)."""
+    lines = Path(tsv).read_text().splitlines()
+    return float(lines[1].split("\t")[0]) if len(lines) >= 2 else None
+
+
 def job_stats(results: Path) -> dict:
     """Per rule, from Snakemake's benchmark files: its jobs, their seconds in all, and its longest
     and shortest job (seconds; the longest's benchmark file, whose name carries its wildcards)."""
     out: dict[str, dict] = {}
     for tsv in sorted((results / "benchmarks").rglob("*.tsv")):
-        lines = tsv.read_text().splitlines()
-        if len(lines) < 2:
+        sec = benchmark_seconds(tsv)
+        if sec is None:
             continue
         rel = tsv.relative_to(results / "benchmarks")
-        sec = float(lines[1].split("\t")[0])
         r = out.setdefault(rel.parts[0], {"jobs": 0, "seconds": 0.0, "longest_s": -1.0, "longest": None,
                                           "shortest_s": float("inf")})
         r["jobs"] += 1
@@ -136,7 +147,7 @@ def snapshot(figures: Path, out: Path = SNAPSHOT, *, wall_time_s: float, command
         d = read_json(path, "claims file")
         figs[d["figure"]] = {"verdicts": d["verdicts"], "all_hold": d["all_hold"],
                              "claims": [_claim_row(c) for c in d["claims"]]}
-    data = {"kind": "eosflow default build", "commit": _git(root, "rev-parse", "HEAD"),
+    data = {"kind": "eosflow default build", "commit": git_head(root),
             "dirty": bool(_git(root, "status", "--porcelain", "--untracked-files=no")),
             "machine": machine(), "build": {"command": command, "wall_time_s": round(float(wall_time_s), 1),
                                             "started": started, "collected": datetime.now(timezone.utc).isoformat(
