@@ -11,11 +11,18 @@ default scale's CNN (``fmnist_cnn``), the benchmark's BatchNorm VGG (CIFAR shape
 * ``fwdrev``: ``torch.func.jvp`` of ``torch.func.grad`` (forward-over-reverse by autograd);
 * ``cached``: double backward through the retained first-derivative graph (``CachedHVP``);
 * ``rop`` / ``rop_fresh``: the R-operator written out per layer (``RopHVP``), with the primal pass kept
-  between products / recomputed for each;
+  between products / recomputed for each, in its default layout (channels-last on a CPU for images
+  with channels: the VGG's);
+* ``rop_nchw`` / ``rop_fresh_nchw`` or ``rop_channels_last`` / ``rop_fresh_channels_last``: the
+  convolutional nets' R-operator in the layout it does not take by default;
 * ``revrev_channels_last`` / ``fwdrev_channels_last``: the convolutional nets in channels-last layout;
-* ``grad``: one gradient, the unit of the ``x grad`` column.
+* ``grad``: one gradient, the unit of the ``x grad`` column; ``grad_rop`` (``grad_rop_nchw``): the
+  gradient from the R-operator's own primal pass (``RopHVP.loss_grad_acc``, what a clamped step
+  shares with its solve), in the default layout (in the other: ``grad_rop_nchw`` or
+  ``grad_rop_channels_last``).
 
-Every product is checked against ``revrev`` (relative difference, float32). ``torch.compile`` of the
+Every product is checked against ``revrev``, every gradient against ``grad`` (relative difference,
+float32). ``torch.compile`` of the
 product was not tried: double backward is outside what it compiles on torch 2.14.
 """
 
@@ -52,14 +59,24 @@ def products(spec, shape, n):
     cached, rop, rop0 = CachedHVP(rev, theta), RopHVP(rev, theta), RopHVP(rev, theta, max_bytes=0)
     fns = {"revrev": lambda: rev.hvp(theta, v), "fwdrev": lambda: fwd.hvp(theta, v), "cached": lambda: cached(v),
            "rop": lambda: rop(v), "rop_fresh": lambda: rop0(v), "grad": lambda: rev.grad(theta)}
+    rop_g = RopHVP(rev, theta)
+    fns["grad_rop"] = lambda: rop_g.loss_grad_acc()[2]
     if spec["arch"] != "mlp":
+        # the R-operator in the layout it does not take by default (channels-last for images with
+        # channels on a CPU)
+        flag = not rop.channels_last
+        layout = "channels_last" if flag else "nchw"
+        kept, fresh, prim = (RopHVP(rev, theta, channels_last=flag), RopHVP(rev, theta, max_bytes=0, channels_last=flag),
+                             RopHVP(rev, theta, channels_last=flag))
+        fns[f"rop_{layout}"], fns[f"rop_fresh_{layout}"] = lambda: kept(v), lambda: fresh(v)
+        fns[f"grad_rop_{layout}"] = lambda: prim.loss_grad_acc()[2]
         cl = model.to(memory_format=torch.channels_last)
         xcl = x.contiguous(memory_format=torch.channels_last)
         rcl = Objective(cl, xcl, y, "ce", hvp_mode="revrev")
         fcl = Objective(cl, xcl, y, "ce", hvp_mode="fwdrev")
         fns["revrev_channels_last"] = lambda: rcl.hvp(theta, v)
         fns["fwdrev_channels_last"] = lambda: fcl.hvp(theta, v)
-    return fns, theta.numel()
+    return fns, theta.numel(), "channels_last" if rop.channels_last else "nchw"
 
 
 def measure(fns, reps=5):
@@ -70,10 +87,11 @@ def measure(fns, reps=5):
             t = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - t)
-    ref = out["revrev"]
+    ref = {True: out["grad"], False: out["revrev"]}  # gradients against autograd's, products against revrev
     return {name: {"median_s": statistics.median(ts),
                    "rel_diff_vs_revrev": None if name == "grad" else
-                   float(torch.linalg.vector_norm(out[name] - ref) / torch.linalg.vector_norm(ref))}
+                   float(torch.linalg.vector_norm(out[name] - ref[name.startswith("grad")])
+                         / torch.linalg.vector_norm(ref[name.startswith("grad")]))}
             for name, ts in times.items()}
 
 
@@ -94,13 +112,13 @@ def main():
     report = {"n_images": args.n, "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
               "workloads": {}}
     for name, (spec, shape) in WORKLOADS.items():
-        fns, dim = products(spec, shape, args.n)
+        fns, dim, layout = products(spec, shape, args.n)
         rows = measure(fns)
         for r in rows.values():
             r["x_grad"] = round(r["median_s"] / rows["grad"]["median_s"], 2)
         speedups(rows, "revrev")
-        best = min((r["median_s"], n) for n, r in rows.items() if n != "grad")[1]
-        report["workloads"][name] = {"n_params": dim, "products": rows, "fastest": best}
+        best = min((r["median_s"], n) for n, r in rows.items() if not n.startswith("grad"))[1]
+        report["workloads"][name] = {"n_params": dim, "rop_layout": layout, "products": rows, "fastest": best}
         print_table(f"{name} ({dim} parameters, {args.n} images): fastest {best}",
                     sorted(rows.items(), key=lambda kv: kv[1]["median_s"]), product_line)
     write_report(report, args.out)

@@ -10,7 +10,7 @@ from torch import nn
 from eosflow.models import build_model
 from eosflow.objective import Objective
 from eosflow.spectral import (CachedHVP, SpectrumTracker, block_lanczos_topk, hvp_operator, top_eigenpairs)
-from eosflow.spectral.rop import RopHVP, rop_supported, rop_unsupported_reason
+from eosflow.spectral.rop import RopHVP, _nbytes, rop_supported, rop_unsupported_reason
 from oracles import dense_hessian
 
 D = torch.float64
@@ -60,6 +60,16 @@ def test_rop_matches_dense_hessian(name, loss):
     assert _rel(op.matvec_batch(V), V @ H) < 1e-12
     # nothing kept between products: the same numbers
     assert _rel(RopHVP(obj, theta, max_bytes=0).matvec_batch(V), V @ H) < 1e-12
+    # both layouts of a convolutional net's activations (the default: channels-last for images with
+    # channels, on a CPU)
+    conv = NETS[name][1]["arch"] != "mlp"
+    assert op.channels_last == (conv and NETS[name][0][0] > 1)
+    if conv:
+        other = RopHVP(obj, theta, channels_last=not op.channels_last)
+        assert other.channels_last != op.channels_last
+        assert _rel(other.matvec_batch(V), V @ H) < 1e-12
+        _, _, g_other = other.loss_grad_acc()
+        torch.testing.assert_close(g_other, obj.loss_grad_acc(theta)[2], rtol=1e-10, atol=1e-12)
     if NETS[name][1]["activation"] != "relu":  # where the gradient is smooth (no ReLU or max kinks
         # within ±ε): finite differences of the gradient, an oracle that shares no code with either
         eps = 1e-5
@@ -98,13 +108,14 @@ def test_rop_primal_cache_budget():
     none = RopHVP(obj, theta, max_bytes=0)
     assert torch.equal(none.matvec(v), ref) and none.cached_chunks == 0
     assert torch.equal(full.matvec(v), ref)  # from the kept primal passes
-    # the budget counts each kept tensor once: a layer's output held again as the next one's input
-    # (and any other alias) is not counted twice
+    # the budget counts each kept tensor once: a tensor held by two layers (an alias) is not counted
+    # twice
     held = [t for Ps, prob in full._cache for t in [prob, *[x for P in Ps for x in P.values()]]
             if isinstance(t, torch.Tensor)]
     unique = {(t.data_ptr(), t.numel() * t.element_size()): t for t in held}
-    assert len(unique) < len(held)  # the VGG's primal passes do share tensors
     assert full.cache_bytes == sum(t.numel() * t.element_size() for t in unique.values())
+    t = torch.zeros(5, 3)
+    assert _nbytes({"a": t, "b": [t, t.view(15)], "c": (t[0],)}) == t.numel() * t.element_size() + 3 * 4
 
 
 def test_a_solve_reports_what_its_operator_kept():
@@ -239,3 +250,25 @@ def test_heap_settings_apply_and_keep_results(tmp_path):
         outs.append(torch.load(path, weights_only=True))
     assert outs[0][0] is True and outs[1][0] is False
     assert torch.equal(outs[0][1], outs[1][1])
+
+
+def test_a_shared_conv_pass_takes_both_gradients_in_one_call_with_the_same_bits(monkeypatch):
+    """A clamped step's primal pass takes each convolution's input and weight gradients from one
+    ``convolution_backward`` call (``_Conv.backward_grads``); in float32 they are the two separate
+    calls' bits, so the default pipeline's clamped CNN runs did not change."""
+    from eosflow.spectral.rop import _Conv, _Rule
+
+    model = build_model({"arch": "cnn", "channels": [4, 6], "activation": "relu", "input_pool": 2}, (1, 12, 12), 3, seed=1)
+    g = torch.Generator().manual_seed(2)
+    obj = Objective(model, torch.randn(40, 1, 12, 12, generator=g), torch.randint(0, 3, (40,), generator=g), "ce")
+    theta = obj.flatten()
+    calls = []
+    real = torch.ops.aten.convolution_backward
+    monkeypatch.setattr(torch.ops.aten, "convolution_backward", lambda *a: calls.append(a[-1]) or real(*a))
+    merged = RopHVP(obj, theta).loss_grad_acc()
+    assert [list(m[:2]) for m in calls] == [[True, True], [False, True]]  # the first layer's input needs none
+    monkeypatch.setattr(_Conv, "backward_grads", _Rule.backward_grads)
+    calls.clear()
+    separate = RopHVP(obj, theta).loss_grad_acc()
+    assert len(calls) == 3
+    assert merged[0] == separate[0] and torch.equal(merged[2], separate[2])

@@ -31,13 +31,13 @@ __all__ = ["SNAPSHOT", "CALIBRATION", "BENCH", "PERTURBED", "verdict_changes", "
 
 SNAPSHOT = Path("docs/results/default.json")
 CALIBRATION = Path("docs/results/calibration.json")
-BENCH = Path("benchmarks/results/cpu-2026-12-06c.json")
+BENCH = Path("benchmarks/results/cpu-2026-12-06d.json")
 CLAMP_COST = Path("benchmarks/results/clamp-cost-cpu-2026-12-06b.json")
-HVP_CHOICE = Path("benchmarks/results/hvp-choice-cpu-2026-12-02.json")
+HVP_CHOICE = Path("benchmarks/results/hvp-choice-cpu-2026-12-06.json")
 PAPER_SCALE = Path("benchmarks/results/paper-scale-estimate-2026-12-06b.json")
 BENCH_RESIDUAL = Path("benchmarks/results/cpu-residual-2026-12-06.json")
 BENCH_ENGINE = Path("benchmarks/results/cpu-engine-2026-12-06b.json")
-BENCH_VGG = Path("benchmarks/results/cpu-vgg-small-2026-12-06.json")
+BENCH_VGG = Path("benchmarks/results/cpu-vgg-small-2026-12-06b.json")
 BENCH_VGG_CLAMP = Path("benchmarks/results/cpu-vgg-clamp-2026-12-06.json")
 PERTURBED = Path("docs/results/perturbed.json")
 _BLOCK = re.compile(r"(<!-- results:(?P<name>[a-z_-]+) -->\n)(?P<body>.*?)(<!-- /results:(?P=name) -->)", re.S)
@@ -371,12 +371,21 @@ def render_clamp_cost(root: Path) -> str:
 
 def render_hvp_choice(root: Path) -> str:
     d = read_json(root / HVP_CHOICE, "hvp choice results")
-    kinds = ["revrev", "fwdrev", "cached", "rop_fresh", "rop"]
     label = {"revrev": "double backward", "fwdrev": "torch.func.jvp", "cached": "retained graph",
-             "rop_fresh": "R-operator, fresh", "rop": "R-operator, primal kept"}
+             "rop_fresh": "R-operator, fresh", "rop": "R-operator, primal kept",
+             "grad_rop": "gradient from the R-operator's primal pass"}
+    layouts = {"nchw": "NCHW", "channels_last": "channels-last"}
+    for layout, layout_name in layouts.items():  # the R-operator in the layout it does not take by default
+        for k in ("rop_fresh", "rop", "grad_rop"):
+            label[f"{k}_{layout}"] = f"{label[k]}, {layout_name}"
+    kinds = [k for k in label if any(k in w["products"] for w in d["workloads"].values())]
     rows = [[label[k], *[_f(w["products"].get(k, {}).get("x_grad")) for w in d["workloads"].values()]] for k in kinds]
+    convs = [f"{n} {layouts[w['rop_layout']]}" for n, w in d["workloads"].items()
+             if any(k.startswith("rop_fresh_") for k in w["products"])]
+    note = (f" The R-operator's rows without a layout are in its default one ({', '.join(convs)}), those "
+            "with one in the other." if convs else "")
     return (f"`{HVP_CHOICE}`: one product in gradients' cost, {d['n_images']} images, {d['torch_threads']} "
-            "threads.\n\n" + _table(["product", *d["workloads"]], rows))
+            f"threads.{note}\n\n" + _table(["product", *d["workloads"]], rows))
 
 
 def render_paper_scale(root: Path) -> str:

@@ -103,6 +103,11 @@ class _Rule:
         """The gradient of the chunk's summed loss by this layer's parameters, from the primal pass."""
         return {}
 
+    def backward_grads(self, p, P, g) -> tuple:
+        """:meth:`backward` and :meth:`param_grads` in one: ``(g_x, {parameter: gradient})``."""
+        g_x = self.backward(p, P, g)
+        return g_x, self.param_grads(p, P)
+
 
 class _Linear(_Rule):
     def forward(self, p, P, x):
@@ -142,9 +147,14 @@ class _Linear(_Rule):
 
 
 class _Conv(_Rule):
+    #: lay the outputs out channels-last (set by :class:`RopHVP`); an input with one channel is
+    #: both layouts at once, and the convolution would otherwise answer in NCHW
+    channels_last = False
+
     def _conv(self, x, w, b):
         m = self.m
-        return F.conv2d(x, w, b, m.stride, m.padding, m.dilation, m.groups)
+        y = F.conv2d(x, w, b, m.stride, m.padding, m.dilation, m.groups)
+        return y.contiguous(memory_format=torch.channels_last) if self.channels_last else y
 
     def _cb(self, grad_out, inp, w, mask):
         m = self.m
@@ -161,8 +171,16 @@ class _Conv(_Rule):
         return self._cb(g, P["x"], p["weight"], [True, False, False])[0] if self.need_in else None
 
     def param_grads(self, p, P):
-        _, gw, gb = self._cb(P["g"], P["x"], p["weight"], [False, True, "bias" in p])
-        return {"weight": gw, "bias": gb} if "bias" in p else {"weight": gw}
+        return self._grads(p, P, False)[1]
+
+    def backward_grads(self, p, P, g):
+        P["g"] = g
+        return self._grads(p, P, self.need_in)
+
+    def _grads(self, p, P, need_in: bool):
+        # one convolution_backward for the input's gradient (when asked) and the parameters'
+        gi, gw, gb = self._cb(P["g"], P["x"], p["weight"], [need_in, True, "bias" in p])
+        return gi, ({"weight": gw, "bias": gb} if "bias" in p else {"weight": gw})
 
     def tangent_forward(self, p, rp, P, T, rx):
         ry = self._conv(P["x"], rp["weight"], rp.get("bias"))
@@ -219,9 +237,8 @@ class _BatchNorm(_Rule):
         g1 = g.mean(dims, keepdim=True)
         g2 = (g * xh).mean(dims, keepdim=True)
         sw = s * w
-        gx = torch.addcmul(torch.addcmul(-sw * g1, g, sw), xh, -sw * g2)
-        P.update(g=g, g1=g1, g2=g2, gx=gx)
-        return gx
+        P.update(g=g, g1=g1, g2=g2)
+        return torch.addcmul(torch.addcmul(-sw * g1, g, sw), xh, -sw * g2)
 
     def param_grads(self, p, P):
         grads = {}
@@ -258,7 +275,7 @@ class _BatchNorm(_Rule):
             return None, grads
         w, _ = self._coeffs(p, xh)
         rw = rp["weight"].view_as(w) if "weight" in p else torch.zeros_like(w)
-        g, g1, g2, gx = P["g"], P["g1"], P["g2"], P["gx"]
+        g, g1, g2 = P["g"], P["g1"], P["g2"]
         rx, q, r = T["rx"], T["q"], T["r"]
         g_rxh = s * (g * rx).mean(dims, keepdim=True) - s * q * g2 - s * r * g1  # mean(g Rx̂)
         if "weight" in p:
@@ -267,11 +284,13 @@ class _BatchNorm(_Rule):
         b_ = w * g2                                    # mean(g_x̂ x̂), g_x̂ = w g
         ra = rw * g1 + w * rg1                         # R mean(g_x̂)
         rb_ = rw * g2 + w * rg2 + w * g_rxh            # R mean(g_x̂ x̂)
-        rgx = torch.addcmul(s * (b_ * s * r - ra), gx, -s * q)
-        rgx = torch.addcmul(rgx, rg, sw)
-        rgx = torch.addcmul(rgx, g, s * rw)
+        # Rg_x = s(b_ s r − ra) − s q g_x + sw Rg + s Rw g − b_ s² Rx + s(b_ s q − rb_) x̂, with
+        # g_x = sw (g − g1 − g2 x̂) folded into the coefficients of g, x̂ and the constant
+        sqsw = s * q * sw
+        rgx = torch.addcmul(s * (b_ * s * r - ra) + sqsw * g1, rg, sw)
+        rgx = torch.addcmul(rgx, g, s * rw - sqsw)
         rgx = torch.addcmul(rgx, rx, -b_ * s * s)
-        return torch.addcmul(rgx, xh, s * (b_ * s * q - rb_)), grads
+        return torch.addcmul(rgx, xh, s * (b_ * s * q - rb_) + sqsw * g2), grads
 
 
 class _Activation(_Rule):
@@ -319,16 +338,31 @@ class _Activation(_Rule):
         return rgx, {}
 
 
+def _nhwc(t: Tensor) -> bool:
+    """Whether ``t`` is a 4-d tensor laid out channels-last (and not also NCHW-contiguous)."""
+    return t.dim() == 4 and not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last)
+
+
 class _MaxPool(_Rule):
+    """``Ry`` gathers ``Rx`` at the primal's argmax, the backward scatters back there. On
+    channels-last activations both run over the ``(n, h·w, c)`` view of the memory, so the layout
+    is kept (the pixel indices are the same); otherwise over ``(n, c, h·w)``."""
+
     def forward(self, p, P, x):
         m = self.m
         y, idx = F.max_pool2d(x, m.kernel_size, m.stride, m.padding, m.dilation, m.ceil_mode, return_indices=True)
         if self.need_in:
-            P.update(shape=x.shape, idx=idx.flatten(2), out_shape=y.shape[1:])
+            nhwc = _nhwc(y)
+            n, c = idx.shape[:2]
+            P.update(shape=x.shape, nhwc=nhwc, out_shape=y.shape[1:],
+                     idx=idx.permute(0, 2, 3, 1).reshape(n, -1, c) if nhwc else idx.flatten(2))
         return y
 
     def _scatter(self, P, t):
         n, c, h, w = P["shape"]
+        if P["nhwc"]:
+            src = t.permute(0, 2, 3, 1).reshape(n, -1, c)
+            return t.new_zeros(n, h * w, c).scatter_add_(1, P["idx"], src).view(n, h, w, c).permute(0, 3, 1, 2)
         return t.new_zeros(n, c, h * w).scatter_add_(2, P["idx"], t.flatten(2)).view(n, c, h, w)
 
     def backward(self, p, P, g):
@@ -337,7 +371,11 @@ class _MaxPool(_Rule):
     def tangent_forward(self, p, rp, P, T, rx):
         if rx is None:
             return None
-        return rx.flatten(2).gather(2, P["idx"]).view(rx.shape[0], *P["out_shape"])
+        c, ho, wo = P["out_shape"]
+        if P["nhwc"]:
+            src = rx.permute(0, 2, 3, 1).reshape(rx.shape[0], -1, c)
+            return src.gather(1, P["idx"]).view(rx.shape[0], ho, wo, c).permute(0, 3, 1, 2)
+        return rx.flatten(2).gather(2, P["idx"]).view(rx.shape[0], c, ho, wo)
 
     def tangent_backward(self, p, rp, P, T, rg):
         return (self._scatter(P, rg) if self.need_in else None), {}
@@ -455,11 +493,22 @@ class RopHVP(HessianOperator):
     total at most ``max_bytes`` (0: nothing kept, the memory of one chunk's primal and tangent
     passes at a time). ``cached_chunks`` and ``cache_bytes`` say what was kept. ``product`` is
     ``"rop"``. Raises ``ValueError`` for a model outside :func:`rop_supported`.
+
+    ``channels_last``: run the passes of a convolutional model (one with a ``Conv2d``) on
+    channels-last activations (the chunk's images are converted once, each convolution answers in
+    that layout, and BatchNorm, activations and pools keep it). None (default): on a CPU, for
+    images with more than one channel. There oneDNN's convolutions and their backward on few
+    channels are several times faster channels-last, and a product of the benchmark VGG (CIFAR's
+    3 x 32 x 32 images, 8-32 channels) takes a fifth to a third less time; on the default
+    pipeline's CNN (1 x 14 x 14 images, 8 and 16 channels) the difference was small and changed
+    sign between runs, so one-channel images keep NCHW (``benchmarks/hvp_choice.py``), and the
+    default pipeline's numbers stay what they were. The products are the same to rounding either way.
     """
 
     product = "rop"
 
-    def __init__(self, objective, theta: Tensor, max_bytes: int = DEFAULT_PRIMAL_CACHE_BYTES):
+    def __init__(self, objective, theta: Tensor, max_bytes: int = DEFAULT_PRIMAL_CACHE_BYTES,
+                 channels_last: bool | None = None):
         reason = rop_unsupported_reason(objective.model, getattr(objective, "batch_norm", "batch"))
         if reason is None and getattr(objective, "loss_name", None) not in ("ce", "mse"):
             reason = f"loss {getattr(objective, 'loss_fn', '?')}: the rule here is for eosflow's 'ce' and 'mse'"
@@ -472,6 +521,13 @@ class RopHVP(HessianOperator):
             rules.append(_rule(m, prefix, need_in=has_params))
             has_params = has_params or any(True for _ in m.parameters(recurse=False))
         self.rules = rules
+        convs = [r.m for r in rules if isinstance(r, _Conv)]
+        if channels_last is None:  # see the class docstring
+            channels_last = self.theta.device.type == "cpu" and bool(convs) and convs[0].in_channels > 1
+        self.channels_last = bool(convs) and bool(channels_last)
+        for r in rules:
+            if isinstance(r, _Conv):
+                r.channels_last = self.channels_last
         flat = objective.unflatten(self.theta)
         self._p = [r.params(flat) for r in rules]
         self._cache: list = []
@@ -487,7 +543,7 @@ class RopHVP(HessianOperator):
         (``"correct"``) and gradient (per parameter name) to ``out`` (:meth:`loss_grad_acc`)."""
         obj = self.objective
         Ps: list[dict] = [{} for _ in self.rules]
-        a = x
+        a = x.contiguous(memory_format=torch.channels_last) if self.channels_last and x.dim() == 4 else x
         for r, p, P in zip(self.rules, self._p, Ps):
             a = r.forward(p, P, a)
         g, prob = _loss_primal(obj.loss_name, a, y)
@@ -495,9 +551,11 @@ class RopHVP(HessianOperator):
             out["loss"] = out.get("loss", 0.0) + float(obj.output_sum_loss(a, y))
             out["correct"] = out.get("correct", 0) + int(obj.correct(a, y))
         for r, p, P in zip(reversed(self.rules), reversed(self._p), reversed(Ps)):
-            g = r.backward(p, P, g)
-            if out is not None:
-                _add_grads(out, r.prefix, r.param_grads(p, P))
+            if out is None:
+                g = r.backward(p, P, g)
+            else:
+                g, grads = r.backward_grads(p, P, g)
+                _add_grads(out, r.prefix, grads)
             if g is None:
                 break
         return Ps, prob
