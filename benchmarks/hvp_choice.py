@@ -16,14 +16,13 @@ default scale's CNN (``fmnist_cnn``), the benchmark's BatchNorm VGG (CIFAR shape
 * ``rop_nchw`` / ``rop_fresh_nchw`` or ``rop_channels_last`` / ``rop_fresh_channels_last``: the
   convolutional nets' R-operator in the layout it does not take by default;
 * ``revrev_channels_last`` / ``fwdrev_channels_last``: the convolutional nets in channels-last layout;
-* ``grad``: one gradient, the unit of the ``x grad`` column; ``grad_rop`` (``grad_rop_nchw``): the
-  gradient from the R-operator's own primal pass (``RopHVP.loss_grad_acc``, what a clamped step
-  shares with its solve), in the default layout (in the other: ``grad_rop_nchw`` or
-  ``grad_rop_channels_last``).
+* ``grad``: one gradient, the unit of the ``x grad`` column; ``grad_rop``: the gradient from the
+  R-operator's own primal pass (``RopHVP.loss_grad_acc``, what a clamped step shares with its
+  solve), in the default layout (in the other: ``grad_rop_nchw`` or ``grad_rop_channels_last``).
 
 Every product is checked against ``revrev``, every gradient against ``grad`` (relative difference,
-float32). ``torch.compile`` of the
-product was not tried: double backward is outside what it compiles on torch 2.14.
+float32). ``torch.compile`` of the product was not tried: double backward is outside what it
+compiles on torch 2.14.
 """
 
 from __future__ import annotations
