@@ -58,17 +58,17 @@ def products(spec, shape, n):
     cached, rop, rop0 = CachedHVP(rev, theta), RopHVP(rev, theta), RopHVP(rev, theta, max_bytes=0)
     fns = {"revrev": lambda: rev.hvp(theta, v), "fwdrev": lambda: fwd.hvp(theta, v), "cached": lambda: cached(v),
            "rop": lambda: rop(v), "rop_fresh": lambda: rop0(v), "grad": lambda: rev.grad(theta)}
-    rop_g = RopHVP(rev, theta)
-    fns["grad_rop"] = lambda: rop_g.loss_grad_acc()[2]
+    # the gradient from the R-operator's own primal pass (what a clamped step shares with its
+    # solve): always a fresh pass, so the kept operator serves
+    fns["grad_rop"] = lambda: rop.loss_grad_acc()[2]
     if spec["arch"] != "mlp":
         # the R-operator in the layout it does not take by default (channels-last for images with
         # channels on a CPU)
         flag = not rop.channels_last
         layout = "channels_last" if flag else "nchw"
-        kept, fresh, prim = (RopHVP(rev, theta, channels_last=flag), RopHVP(rev, theta, max_bytes=0, channels_last=flag),
-                             RopHVP(rev, theta, channels_last=flag))
+        kept, fresh = RopHVP(rev, theta, channels_last=flag), RopHVP(rev, theta, max_bytes=0, channels_last=flag)
         fns[f"rop_{layout}"], fns[f"rop_fresh_{layout}"] = lambda: kept(v), lambda: fresh(v)
-        fns[f"grad_rop_{layout}"] = lambda: prim.loss_grad_acc()[2]
+        fns[f"grad_rop_{layout}"] = lambda: kept.loss_grad_acc()[2]
         cl = model.to(memory_format=torch.channels_last)
         xcl = x.contiguous(memory_format=torch.channels_last)
         rcl = Objective(cl, xcl, y, "ce", hvp_mode="revrev")

@@ -11,7 +11,8 @@ import pytest
 
 from eosflow.claims import claim, decide, write_claims
 from eosflow.config import load_schema
-from eosflow.results import BLOCKS, SNAPSHOT, _where_time_goes, check_readme, render_readme, snapshot
+from eosflow.results import (BENCH, BLOCKS, HVP_CHOICE, SNAPSHOT, _where_time_goes, check_readme, render_clamp_floor,
+                             render_readme, snapshot)
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -107,6 +108,21 @@ def test_rendering_replaces_only_the_blocks():
     assert "stale" not in out and "CPU-hours" in out
     with pytest.raises(ValueError, match="unknown README block"):
         render_readme("<!-- results:nope -->\n<!-- /results:nope -->\n", ROOT)
+
+
+def test_the_clamp_floor_is_the_shared_pass_plus_the_solves_products(tmp_path):
+    """A clamped step costs its pass (gradient shared with the solve) plus p products: with a pass at
+    1.1 and a product at 1.3 gradients, 3 products a solve make 5.0, and 3x a plain step allows
+    (3 − 1.1) / 1.3 = 1.46 products (1.5 to two digits); a row without its hvp-choice costs is left out."""
+    clamp = lambda p, r: {"n_matvec_per_measurement": {"mean": p}, "ratio_clamped_vs_plain": r}  # noqa: E731
+    bench = {"workloads": {"mlp": {"clamp": clamp(3.0, 5.2)}, "vgg": {"clamp": clamp(11.0, 18.0)}}}
+    costs = lambda g, r: {"products": {"grad_rop": {"x_grad": g}, "rop": {"x_grad": r}}}  # noqa: E731
+    choice = {"n_images": 10, "torch_threads": 2, "workloads": {"mlp_199k": costs(1.1, 1.3)}}
+    for path, d in ((BENCH, bench), (HVP_CHOICE, choice)):
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_text(json.dumps(d))
+    rows = [line for line in render_clamp_floor(tmp_path).splitlines() if line.startswith("| 5_")]
+    assert rows == ["| 5_mlp_clamp | 3 | 1.3 | 1.1 | 5 | 5.2 | 1.5 |"]
 
 
 def test_the_readme_example_of_decide():

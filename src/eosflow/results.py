@@ -388,6 +388,33 @@ def render_hvp_choice(root: Path) -> str:
             f"threads.{note}\n\n" + _table(["product", *d["workloads"]], rows))
 
 
+#: the clamp rows of the benchmark and the hvp-choice workload with the same network
+CLAMP_FLOOR_ROWS = {"5_mlp_clamp": ("mlp", "mlp_199k"), "5_mlp_default_clamp": ("mlp_default", "mlp_default"),
+                    "5_vgg_clamp": ("vgg", "vgg_bn")}
+
+
+def render_clamp_floor(root: Path, target: float = 3.0) -> str:
+    """The exact clamp's floor per benchmark row: a clamped step is one primal pass (its gradient
+    shared with the solve) plus the solve's products, so in gradients it costs at least
+    ``grad_rop + p · rop`` (the hvp-choice costs; ``p`` the run's products a solve), and ``target``
+    times a plain step allows at most ``(target − grad_rop) / rop`` products a solve."""
+    bench, choice = read_json(root / BENCH, "benchmark results"), read_json(root / HVP_CHOICE, "hvp choice results")
+    rows = []
+    for name, (w, c) in CLAMP_FLOOR_ROWS.items():
+        clamp = bench["workloads"].get(w, {}).get("clamp")
+        costs = choice["workloads"].get(c, {}).get("products", {})
+        if not clamp or "rop" not in costs or "grad_rop" not in costs:
+            continue
+        p, rop, grad = clamp["n_matvec_per_measurement"]["mean"], costs["rop"]["x_grad"], costs["grad_rop"]["x_grad"]
+        rows.append([name, _f(p), _f(rop), _f(grad), _f(grad + p * rop), _f(clamp["ratio_clamped_vs_plain"]),
+                     _f((target - grad) / rop, 2)])
+    return (f"`{BENCH}` (products a solve, measured ratio) and `{HVP_CHOICE}` (costs in gradients, "
+            f"{choice['n_images']} images, {choice['torch_threads']} threads).\n\n"
+            + _table(["row", "products a solve (mean)", "a product (x gradient)", "the solve's pass with the "
+                      "gradient (x gradient)", "pass + products (x gradient)", "measured (x plain step)",
+                      f"products a solve that {_f(target)}x allows"], rows))
+
+
 def render_paper_scale(root: Path) -> str:
     d = read_json(root / PAPER_SCALE, "paper-scale estimate")
     v, c = d["vgg_run"], d["clamp_model"]
@@ -458,7 +485,7 @@ BLOCKS = {"robustness": render_robustness, "status": render_status, "claims": re
           "speed-engine": lambda root: render_speed(root, BENCH_ENGINE, measured_only=True),
           "speed-vgg": lambda root: render_speed(root, BENCH_VGG, only=("4_vgg_tracking",)),
           "speed-vgg-clamp": lambda root: render_speed(root, BENCH_VGG_CLAMP, only=("5_vgg_clamp",)),
-          "hvp-choice": render_hvp_choice, "paper-scale": render_paper_scale, "residual": render_residual}
+          "hvp-choice": render_hvp_choice, "clamp-floor": render_clamp_floor, "paper-scale": render_paper_scale, "residual": render_residual}
 
 
 def render_block(name: str, root: Path = Path(".")) -> str:

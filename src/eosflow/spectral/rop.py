@@ -147,9 +147,11 @@ class _Linear(_Rule):
 
 
 class _Conv(_Rule):
-    #: lay the outputs out channels-last (set by :class:`RopHVP`); an input with one channel is
-    #: both layouts at once, and the convolution would otherwise answer in NCHW
-    channels_last = False
+    def __init__(self, m: nn.Module, prefix: str, need_in: bool, channels_last: bool = False):
+        super().__init__(m, prefix, need_in)
+        #: lay the outputs out channels-last (:class:`RopHVP`'s choice); an input with one channel
+        #: is both layouts at once, and the convolution would otherwise answer in NCHW
+        self.channels_last = channels_last
 
     def _conv(self, x, w, b):
         m = self.m
@@ -352,18 +354,30 @@ class _MaxPool(_Rule):
         m = self.m
         y, idx = F.max_pool2d(x, m.kernel_size, m.stride, m.padding, m.dilation, m.ceil_mode, return_indices=True)
         if self.need_in:
-            nhwc = _nhwc(y)
-            n, c = idx.shape[:2]
-            P.update(shape=x.shape, nhwc=nhwc, out_shape=y.shape[1:],
-                     idx=idx.permute(0, 2, 3, 1).reshape(n, -1, c) if nhwc else idx.flatten(2))
+            P.update(shape=x.shape, nhwc=_nhwc(y), out_shape=y.shape[1:])
+            P["idx"] = self._flat(P, idx)[0]
         return y
 
-    def _scatter(self, P, t):
-        n, c, h, w = P["shape"]
+    @staticmethod
+    def _flat(P, t):
+        """``t`` ``(n, c, h, w)`` as the flat view the indices address, and its pixels' dimension."""
         if P["nhwc"]:
-            src = t.permute(0, 2, 3, 1).reshape(n, -1, c)
-            return t.new_zeros(n, h * w, c).scatter_add_(1, P["idx"], src).view(n, h, w, c).permute(0, 3, 1, 2)
-        return t.new_zeros(n, c, h * w).scatter_add_(2, P["idx"], t.flatten(2)).view(n, c, h, w)
+            return t.permute(0, 2, 3, 1).reshape(t.shape[0], -1, t.shape[1]), 1
+        return t.flatten(2), 2
+
+    @staticmethod
+    def _unflat(P, t, h, w):
+        """:meth:`_flat`'s inverse for a flat ``t`` of ``h·w`` pixels."""
+        if P["nhwc"]:
+            return t.view(t.shape[0], h, w, t.shape[2]).permute(0, 3, 1, 2)
+        return t.view(*t.shape[:2], h, w)
+
+    def _scatter(self, P, t):
+        h, w = P["shape"][2:]
+        src, d = self._flat(P, t)
+        size = list(src.shape)
+        size[d] = h * w
+        return self._unflat(P, t.new_zeros(size).scatter_add_(d, P["idx"], src), h, w)
 
     def backward(self, p, P, g):
         return self._scatter(P, g) if self.need_in else None
@@ -371,11 +385,8 @@ class _MaxPool(_Rule):
     def tangent_forward(self, p, rp, P, T, rx):
         if rx is None:
             return None
-        c, ho, wo = P["out_shape"]
-        if P["nhwc"]:
-            src = rx.permute(0, 2, 3, 1).reshape(rx.shape[0], -1, c)
-            return src.gather(1, P["idx"]).view(rx.shape[0], ho, wo, c).permute(0, 3, 1, 2)
-        return rx.flatten(2).gather(2, P["idx"]).view(rx.shape[0], c, ho, wo)
+        src, d = self._flat(P, rx)
+        return self._unflat(P, src.gather(d, P["idx"]), *P["out_shape"][1:])
 
     def tangent_backward(self, p, rp, P, T, rg):
         return (self._scatter(P, rg) if self.need_in else None), {}
@@ -407,8 +418,10 @@ class _LinearMap(_Rule):
         return (self._adjoint(P, rg) if self.need_in else None), {}
 
 
-def _rule(m: nn.Module, prefix: str, need_in: bool) -> _Rule:
-    for kinds, cls in (((nn.Linear,), _Linear), ((nn.Conv2d,), _Conv), ((nn.modules.batchnorm._BatchNorm,), _BatchNorm),
+def _rule(m: nn.Module, prefix: str, need_in: bool, channels_last: bool = False) -> _Rule:
+    if isinstance(m, nn.Conv2d):
+        return _Conv(m, prefix, need_in, channels_last)
+    for kinds, cls in (((nn.Linear,), _Linear), ((nn.modules.batchnorm._BatchNorm,), _BatchNorm),
                        ((nn.MaxPool2d,), _MaxPool), (ACTIVATIONS, _Activation)):
         if isinstance(m, kinds):
             return cls(m, prefix, need_in)
@@ -516,18 +529,16 @@ class RopHVP(HessianOperator):
             raise ValueError(f"RopHVP: {reason}")
         super().__init__(objective, theta)
         self.max_bytes = int(max_bytes)
-        rules, has_params = [], False
-        for prefix, m in _leaves(objective.model):
-            rules.append(_rule(m, prefix, need_in=has_params))
-            has_params = has_params or any(True for _ in m.parameters(recurse=False))
-        self.rules = rules
-        convs = [r.m for r in rules if isinstance(r, _Conv)]
+        leaves = _leaves(objective.model)
+        convs = [m for _, m in leaves if isinstance(m, nn.Conv2d)]
         if channels_last is None:  # see the class docstring
             channels_last = self.theta.device.type == "cpu" and bool(convs) and convs[0].in_channels > 1
         self.channels_last = bool(convs) and bool(channels_last)
-        for r in rules:
-            if isinstance(r, _Conv):
-                r.channels_last = self.channels_last
+        rules, has_params = [], False
+        for prefix, m in leaves:
+            rules.append(_rule(m, prefix, need_in=has_params, channels_last=self.channels_last))
+            has_params = has_params or any(True for _ in m.parameters(recurse=False))
+        self.rules = rules
         flat = objective.unflatten(self.theta)
         self._p = [r.params(flat) for r in rules]
         self._cache: list = []
