@@ -35,8 +35,9 @@ def dense_spectrum(model, x, y, bs):
 
 @pytest.fixture(scope="module")
 def rows():
-    """Quick rows on a tiny residual net (width 8, one block: its top eigenvalues are positive and
-    dominate, so PyHessian's largest-magnitude pairs are the top ones too) over 32 images."""
+    """Quick rows on a tiny residual net (width 8, one block) over 32 images. Its largest
+    eigenvalue also has the largest magnitude, but its second largest magnitude is a negative
+    eigenvalue: PyHessian's power iteration (largest magnitudes) answers another pair at k = 2."""
     torch.manual_seed(0)
     n = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -64,13 +65,17 @@ def test_rows_agree_with_the_dense_hessian(rows):
             if "failed" in e:  # curvlinops: forward-mode AD through GroupNorm's backward is missing in torch
                 assert m == "curvlinops" and "group_norm" in e["failed"], e
                 continue
-            if "skipped" in e:  # PyHessian's 2nd largest |λ| is negative here: power iteration stalls short of tol
-                assert m == "pyhessian" and k == 2 and e["calibration"]["setting"] is None, e
+            lm = m == "pyhessian"  # power iteration: the k largest in magnitude
+            if "skipped" in e:  # PyHessian's 2nd largest |λ| is negative here: its power iteration can
+                # stall short of tol (it did on one host, and converged on another)
+                assert lm and k == 2 and e["calibration"]["setting"] is None, e
                 assert w["reference"]["LM"]["eigvals"][1] < 0
                 continue
             assert e["meets_tol"] and e["max_residual"] <= 1e-3, m
-            assert e["eigvals"] == pytest.approx(lam[:k].tolist(), rel=1e-4), m
-            assert cold["agreement"]["top_k"][m], m
+            want = sorted(lam.tolist(), key=abs, reverse=True)[:k] if lm else lam[:k].tolist()
+            assert e["eigvals"] == pytest.approx(want, rel=1e-4), m
+            assert cold["agreement"]["answers"][m] == ("top k by magnitude" if lm else "top k"), m
+            assert cold["agreement"]["top_k"][m] == (want == lam[:k].tolist()), m
             assert e["n_matvec"] >= k and e["time_s"] > 0 and e["peak_rss_scope"] == "call", m
             if not m.startswith("eosflow"):  # each peer's knob was calibrated to the tolerance
                 assert e["calibration"]["setting"] is not None and e["calibration"]["tried"], m

@@ -389,8 +389,7 @@ def render_hvp_choice(root: Path) -> str:
 
 
 #: the clamp rows of the benchmark and the hvp-choice workload with the same network
-CLAMP_FLOOR_ROWS = {"5_mlp_clamp": ("mlp", "mlp_199k"), "5_mlp_default_clamp": ("mlp_default", "mlp_default"),
-                    "5_vgg_clamp": ("vgg", "vgg_bn")}
+CLAMP_FLOOR_ROWS = {"5_mlp_clamp": ("mlp", "mlp_199k"), "5_vgg_clamp": ("vgg", "vgg_bn")}
 
 
 def render_clamp_floor(root: Path, target: float = 3.0) -> str:
@@ -485,7 +484,8 @@ BLOCKS = {"robustness": render_robustness, "status": render_status, "claims": re
           "speed-engine": lambda root: render_speed(root, BENCH_ENGINE, measured_only=True),
           "speed-vgg": lambda root: render_speed(root, BENCH_VGG, only=("4_vgg_tracking",)),
           "speed-vgg-clamp": lambda root: render_speed(root, BENCH_VGG_CLAMP, only=("5_vgg_clamp",)),
-          "hvp-choice": render_hvp_choice, "clamp-floor": render_clamp_floor, "paper-scale": render_paper_scale, "residual": render_residual}
+          "hvp-choice": render_hvp_choice, "clamp-floor": render_clamp_floor, "paper-scale": render_paper_scale,
+          "residual": render_residual}
 
 
 def render_block(name: str, root: Path = Path(".")) -> str:
